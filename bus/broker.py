@@ -72,6 +72,11 @@ class ServiceBroker:
     def live_workers(self) -> dict[str, int]:
         return {name: s.live for name, s in self.services.items() if s.live}
 
+    def busy(self) -> dict[str, int]:
+        return {
+            name: s.live - len(s.idle) for name, s in self.services.items() if s.live > len(s.idle)
+        }
+
     def queued(self) -> dict[str, int]:
         return {name: len(s.queue) for name, s in self.services.items() if s.queue}
 
@@ -112,7 +117,7 @@ class ServiceBroker:
         )
         self.stats.requests += 1
         if service == HUB_SERVICE:
-            status = {"workers": self.live_workers(), "queued": self.queued()}
+            status = {"workers": self.live_workers(), "busy": self.busy(), "queued": self.queued()}
             self._reply(req, p.OK, self._encoder.encode(Message(HUB_SERVICE, data=status)))
             return
         svc = self.services.get(service)

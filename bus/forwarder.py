@@ -24,7 +24,7 @@ class StreamStats:
     bytes: int = 0
     bad: int = 0
     gaps: GapCounter = field(default_factory=GapCounter)
-    bad_reasons: dict[str, int] = field(default_factory=dict)
+    bad_sources: dict[str, int] = field(default_factory=dict)  # "'topic' from 'src'" -> n
 
 
 class StreamForwarder:
@@ -53,9 +53,9 @@ class StreamForwarder:
             validate(msg)
         except WireError as exc:
             self.stats.bad += 1
-            reason = str(exc).split(":")[0][:60]
-            self.stats.bad_reasons[reason] = self.stats.bad_reasons.get(reason, 0) + 1
             src = describe_source(frames)
+            if src in self.stats.bad_sources or len(self.stats.bad_sources) < 50:
+                self.stats.bad_sources[src] = self.stats.bad_sources.get(src, 0) + 1
             warn_throttled(log, self._throttle, src, f"dropped bad message {src}: {exc}")
             return
         self.stats.gaps.see(msg.src, msg.topic, msg.seq)

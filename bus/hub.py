@@ -41,6 +41,9 @@ class HubConfig:
     bus: BusConfig = field(default_factory=BusConfig)
     # How often the hub publishes `health/hub`.
     health_interval: float = 1.0
+    # Messages the hub holds for one slow subscriber before dropping (ZeroMQ's SNDHWM): about
+    # a second of three 30 Hz cameras. Subscribers count what was dropped from sequence gaps.
+    subscriber_queue: int = 100
 
 
 def _ipc_in_use(endpoint: str) -> bool:
@@ -91,7 +94,7 @@ class Hub:
         self._sockets: list[zmq.Socket] = []
         try:
             xsub = self._socket(zmq.XSUB, bus.pub)
-            xpub = self._socket(zmq.XPUB, bus.sub)
+            xpub = self._socket(zmq.XPUB, bus.sub, sndhwm=cfg.subscriber_queue)
             frontend = self._socket(zmq.ROUTER, bus.client)
             backend = self._socket(zmq.ROUTER, bus.worker)
         except Exception:
@@ -101,9 +104,10 @@ class Hub:
         self.forwarder = StreamForwarder(xsub, xpub, self._publish_health, cfg.health_interval)
         self.broker = ServiceBroker(frontend, backend)
 
-    def _socket(self, kind: int, endpoint: str) -> zmq.Socket:
+    def _socket(self, kind: int, endpoint: str, sndhwm: int = 1000) -> zmq.Socket:
         sock = self.ctx.socket(kind)
         sock.linger = 0
+        sock.sndhwm = sndhwm
         sock.maxmsgsize = self.cfg.bus.max_msg_bytes
         self._sockets.append(sock)
         if self.cfg.bus.keys_dir:
@@ -135,9 +139,10 @@ class Hub:
             "messages": s.messages,
             "bytes": s.bytes,
             "bad": s.bad + b.bad,
-            "bad_reasons": dict(s.bad_reasons),
+            "bad_sources": dict(s.bad_sources),
             "lost_upstream": s.gaps.lost,
             "workers": self.broker.live_workers(),
+            "busy": self.broker.busy(),
             "queued": self.broker.queued(),
             "requests": b.requests,
             "replies": b.replies,

@@ -168,7 +168,9 @@ def decode(frames: list) -> Message:
                 f"array {name!r}: {buf.nbytes} bytes for {dt.str}{list(shape)} "
                 f"(expected {expected})"
             )
-        arrays[str(name)] = np.frombuffer(buf, dtype=dt).reshape(shape)
+        arr = np.frombuffer(buf, dtype=dt).reshape(shape)
+        arr.flags.writeable = False  # a view on the received frame: copy before changing it
+        arrays[str(name)] = arr
         nbytes += buf.nbytes
     data = header.get("data") or {}
     if not isinstance(data, dict):
