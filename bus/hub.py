@@ -100,8 +100,16 @@ class Hub:
         except Exception:
             self.close()
             raise
+        # The hub's own health enters its forwarder like any publisher's, over inproc.
+        health_in = f"inproc://hub-health-{id(self)}"
+        xsub.bind(health_in)
+        self._health = self.ctx.socket(zmq.PUB)
+        self._health.connect(health_in)
+        self._sockets.append(self._health)
         self._encoder = Encoder("hub")
-        self.forwarder = StreamForwarder(xsub, xpub, self._publish_health, cfg.health_interval)
+        self.forwarder = StreamForwarder(
+            self.ctx, xsub, xpub, self._publish_health, cfg.health_interval
+        )
         self.broker = ServiceBroker(frontend, backend)
 
     def _socket(self, kind: int, endpoint: str, sndhwm: int = 1000) -> zmq.Socket:
@@ -151,7 +159,7 @@ class Hub:
 
     def _publish_health(self) -> None:
         msg = Message(topics.health("hub"), data=self.health())
-        self.forwarder.xpub.send_multipart(self._encoder.encode(msg))
+        self._health.send_multipart(self._encoder.encode(msg))
 
     def run(self) -> None:
         threads = [

@@ -119,7 +119,9 @@ BAD_MESSAGES = {
 }
 
 
-def test_hub_drops_and_counts_each_bad_message_and_keeps_working(bus_cfg: BusConfig, hub) -> None:
+def test_bad_messages_are_counted_named_and_dropped_and_the_bus_keeps_working(
+    bus_cfg: BusConfig, hub
+) -> None:
     ctx = zmq.Context.instance()
     raw = ctx.socket(zmq.PUB)
     raw.linger = 0
@@ -145,12 +147,12 @@ def test_hub_drops_and_counts_each_bad_message_and_keeps_working(bus_cfg: BusCon
             ),
             what="a good message after bad ones",
         )
-        # Nothing bad got through to the subscriber.
-        assert sub.bad == 0
+        # The subscriber dropped and counted them: nothing bad reached its reader.
+        assert sub.bad >= len(BAD_MESSAGES) - 1  # all but "unknown family", not subscribed
         assert all(m.src != "evil" for m in sub.newest.values())
         assert "nonsense/x" not in sub.newest
     raw.close()
-    assert "dropped bad message" in hub.output()
+    assert "bad message" in hub.output()
     assert "'evil'" in hub.output()  # the log names the source
 
 
