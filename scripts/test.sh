@@ -1,0 +1,5 @@
+#!/usr/bin/env bash
+# Command two: install what is needed and run the whole test suite.
+source "$(dirname "$0")/env.sh"
+"${UV[@]}" run --frozen ruff check .
+exec "${UV[@]}" run --frozen pytest "$@"

@@ -1,0 +1,23 @@
+"""What every worker process does the same way: logging, signals, a clean stop."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+
+from bus import log as buslog
+
+
+def start(process: str) -> tuple[logging.Logger, threading.Event]:
+    """Set up logging and make SIGTERM/SIGINT (supervisorctl stop, Ctrl-C) set the stop event."""
+    log = buslog.setup(process)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        log.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    return log, stop
