@@ -1,0 +1,145 @@
+"""The policy worker: serves `policy/<task>` from a LeRobot checkpoint.
+
+    uv run python -m workers.policy --task=lift [--checkpoint=PATH] [--device=auto|cpu|cuda]
+        [--num_inference_steps=10] [--scheduler=DDIM] [--bus.*]
+
+Request (arrays): `image.<camera>` uint8 (H, W, 3) or a short history (n, H, W, 3), oldest
+first; `state.<arm>` float32 (6,) or (n, 6). data: `t_obs` (bus clock), optional `task`.
+`data: {"describe": true}` returns what the checkpoint expects instead of a chunk.
+Reply: arrays `actions` float32 (horizon, action_dim) in robot units; data `normalized_range`,
+`timings` (queue, preprocess, inference, postprocess; seconds), `t_obs`, `arms`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import draccus
+import numpy as np
+
+from bus import BusConfig, Message, Publisher, Reply, RequestError, ServiceWorker
+from bus.clock import now
+from bus.health import HealthReporter
+from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner
+from workers import lifecycle
+from workers.tasks import get_task
+
+
+@dataclass
+class PolicyWorkerConfig:
+    bus: BusConfig = field(default_factory=BusConfig)
+    task: str = "lift"
+    # A lerobot `pretrained_model` folder; empty = checkpoints/<task>_real/checkpoint-best.
+    checkpoint: str = ""
+    # auto = cuda when visible, else cpu.
+    device: str = "auto"
+    # Diffusion only: sampling steps and scheduler at inference (DDIM with ~10 steps is the
+    # usual deployment choice); 0 / "" keep what the checkpoint says.
+    num_inference_steps: int = 10
+    scheduler: str = "DDIM"
+    # Bus camera name -> checkpoint feature, e.g. {"top": "observation.images.front"};
+    # empty = the checkpoint's own names.
+    cameras: dict[str, str] = field(default_factory=dict)
+    # Order arms are concatenated in; empty = the task's (lift: arm; sort/stack: left, right).
+    arms: list[str] = field(default_factory=list)
+    warmup_runs: int = 2
+
+
+def service_name(task: str) -> str:
+    return f"policy/{task}"
+
+
+class PolicyService:
+    """Turns requests into observations for the runner, and chunks into replies."""
+
+    def __init__(self, runner: PolicyRunner, task: str, log):
+        self.runner = runner
+        self.task = task
+        self.log = log
+        self.latencies: deque[float] = deque(maxlen=200)
+        self.served = 0
+        self.errors = 0
+
+    def handle(self, request: Message) -> Reply:
+        started = now()
+        if request.data.get("describe"):
+            return Reply(data={"task": self.task, **self.runner.describe()})
+        asked = request.data.get("task")
+        if asked and asked != self.task:
+            raise RequestError(f"this worker serves task {self.task!r}, not {asked!r}")
+        images = {k[len("image."):]: v for k, v in request.arrays.items() if k.startswith("image.")}
+        states = {k[len("state."):]: v for k, v in request.arrays.items() if k.startswith("state.")}
+        try:
+            chunk = self.runner.infer(images, states)
+        except ObservationError as exc:
+            self.errors += 1
+            self.log.warning("rejected a request from %s: %s", request.src, exc)
+            raise RequestError(str(exc)) from None
+        timings = {"queue": max(0.0, started - request.t_send), **chunk.timings}
+        self.latencies.append(sum(chunk.timings.values()))
+        self.served += 1
+        return Reply(
+            {"actions": chunk.actions},
+            {"normalized_range": list(chunk.normalized_range), "timings": timings,
+             "t_obs": request.data.get("t_obs", request.t_cap), "arms": self.runner.arms},
+        )
+
+    def health(self) -> dict:
+        lat = np.asarray(self.latencies) * 1000 if self.latencies else np.zeros(1)
+        return {"task": self.task, "served": self.served, "errors": self.errors,
+                "latency_p50_ms": float(np.percentile(lat, 50)),
+                "latency_p99_ms": float(np.percentile(lat, 99)),
+                "device": self.runner.device}
+
+
+def main() -> None:
+    cfg = draccus.parse(PolicyWorkerConfig)
+    process = f"policy-{cfg.task}"
+    log, stop = lifecycle.start(process)
+    try:
+        task = get_task(cfg.task)
+        checkpoint = cfg.checkpoint or str(task.checkpoint)
+        log.info("loading %s for task %s", checkpoint, task.name)
+        runner = PolicyRunner(checkpoint, arms=cfg.arms or task.arms, device=cfg.device,
+                              num_inference_steps=cfg.num_inference_steps or None,
+                              scheduler=cfg.scheduler or None, cameras=cfg.cameras or None)
+        if runner.action_dim != task.action_dim and not cfg.arms:
+            raise PolicyLoadError(
+                f"Action dim mismatch: task {task.name} drives {len(task.arms)} arm(s) "
+                f"({task.action_dim} joints) but {checkpoint} outputs {runner.action_dim} "
+                "(lift is 6, sort and stack are 12): wrong checkpoint for this task?")
+    except (PolicyLoadError, ValueError) as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+    log.info("device %s (%s)", runner.device, runner.device_reason)
+    if runner.native_conv1d:
+        log.info("diffusion UNet runs on PyTorch's native conv1d (faster than oneDNN here)")
+    log.info("warm-up: %d inference(s)", cfg.warmup_runs)
+    warm = runner.warm_up(cfg.warmup_runs)
+
+    service = PolicyService(runner, task.name, log)
+    publisher = Publisher(cfg.bus, process)
+    health = HealthReporter(publisher, process, service.health)
+    worker = ServiceWorker(cfg.bus, service_name(task.name), service.handle, source=process)
+    extra = f", {runner.scheduler}" if runner.scheduler else ""
+    log.info("ready: task %s, %s, %s, horizon %d, action_dim %d%s (warm-up inference %.2f s), "
+             "serving %s", task.name, runner.type, runner.device, runner.horizon,
+             runner.action_dim, extra, warm, service_name(task.name))
+
+    serving = threading.Thread(target=worker.run, args=(stop,), name="service")
+    serving.start()
+    while not stop.wait(0.2):
+        health.tick()
+        if not serving.is_alive():
+            log.error("service loop ended unexpectedly")
+            break
+    stop.set()
+    serving.join(timeout=10)
+    publisher.close()
+    log.info("stopped after %d chunks", service.served)
+
+
+if __name__ == "__main__":
+    main()

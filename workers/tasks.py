@@ -1,0 +1,52 @@
+"""The three tasks the project ships: which arms, cameras, checkpoint and dataset each uses.
+
+Paths are relative to the repository root; a worker given `--task` picks its defaults here and
+every one of them can be overridden on its command line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    arms: tuple[str, ...]
+    cameras: tuple[str, ...]
+    description: str
+
+    @property
+    def action_dim(self) -> int:
+        return len(JOINTS) * len(self.arms)
+
+    @property
+    def checkpoint(self) -> Path:
+        return REPO / "checkpoints" / f"{self.name}_real" / "checkpoint-best"
+
+    @property
+    def dataset(self) -> Path:
+        return REPO / "datasets" / self.name
+
+
+TASKS = {
+    t.name: t
+    for t in (
+        Task("lift", ("arm",), ("front",), "lift the cube"),
+        Task("sort", ("left_arm", "right_arm"), ("front", "left_wrist", "right_wrist"),
+             "sort the cubes by colour"),
+        Task("stack", ("left_arm", "right_arm"), ("front", "left_wrist", "right_wrist"),
+             "stack the red cube on the blue cube"),
+    )
+}
+
+
+def get_task(name: str) -> Task:
+    try:
+        return TASKS[name]
+    except KeyError:
+        raise ValueError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}") from None
