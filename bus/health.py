@@ -18,8 +18,13 @@ class HealthReporter:
     returns.
     """
 
-    def __init__(self, pub: Publisher, process: str, collect: Callable[[], dict[str, Any]],
-                 interval: float = 1.0):
+    def __init__(
+        self,
+        pub: Publisher,
+        process: str,
+        collect: Callable[[], dict[str, Any]],
+        interval: float = 1.0,
+    ):
         self.pub = pub
         self.process = process
         self.collect = collect
@@ -36,7 +41,11 @@ class HealthReporter:
         if not force and now < self._next:
             return False
         self._next = now + self.interval
-        report = {"process": self.process, "uptime_s": round(now - self.started, 1),
-                  "last_error": self.last_error, **self.collect()}
+        report = {
+            "process": self.process,
+            "uptime_s": round(now - self.started, 1),
+            "last_error": self.last_error,
+            **self.collect(),
+        }
         self.pub.publish(topics.health(self.process), data=report)
         return True

@@ -1,0 +1,1 @@
+"""Drivers: one piece of hardware, or a stand-in for it. No ZeroMQ here (see DESIGN.md)."""

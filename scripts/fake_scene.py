@@ -75,6 +75,7 @@ class Polygon:
     pts: np.ndarray  # (k, 3) convex, world
     color: Color
     normal: np.ndarray | None = None  # outward normal: faces turned away from a camera are skipped
+    tag: str = ""  # lets one camera hide some items (a wrist camera hides its own hand)
 
 
 @dataclass
@@ -83,6 +84,7 @@ class Segment:
     p1: np.ndarray
     radius: float  # metres; drawn width scales with distance to the camera
     color: Color
+    tag: str = ""
 
 
 @dataclass
@@ -129,13 +131,15 @@ def _depth(cam: Camera, item: Polygon | Segment) -> float:
     return float(cam.to_cam(pts)[:, 2].mean())
 
 
-def render(scene: Scene, cam: Camera) -> np.ndarray:
+def render(scene: Scene, cam: Camera, hide: str = "") -> np.ndarray:
+    """Draw `scene` as seen by `cam`, skipping items tagged `hide` (when non-empty)."""
     img = np.empty((cam.height, cam.width, 3), np.uint8)
     img[:] = scene.background
     for poly in scene.ground:
         _draw_polygon(img, cam, poly)
+    items = [it for it in scene.items if not hide or it.tag != hide]
     # Painter's algorithm: far to near. Good enough for a few convex objects.
-    for item in sorted(scene.items, key=lambda it: -_depth(cam, it)):
+    for item in sorted(items, key=lambda it: -_depth(cam, it)):
         if isinstance(item, Polygon):
             _draw_polygon(img, cam, item)
         else:
