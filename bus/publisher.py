@@ -65,8 +65,9 @@ class Publisher:
             self._sock.poll(min(left, 0.05) * 1000)
         return True
 
-    def close(self) -> None:
-        self._sock.close(linger=100)
+    def close(self, linger: float = 1.0) -> None:
+        """Close, giving queued messages up to `linger` seconds to leave (see bus.sockets.flush)."""
+        self._sock.close(linger=int(linger * 1000))
 
     def __enter__(self) -> Publisher:
         return self

@@ -24,3 +24,14 @@ def connect(kind: int, endpoint: str, cfg: BusConfig, ctx: zmq.Context | None = 
         keys.apply_client(sock, cfg.keys_dir, cfg.key_name)
     sock.connect(endpoint)
     return sock
+
+
+def flush() -> None:
+    """Wait (up to each socket's linger) for queued messages to leave before the process exits.
+
+    Closing a socket returns at once and ZeroMQ's I/O thread sends what is queued; a process
+    that exits right after would lose it (the last `event/episode` stop, say). Terminating the
+    shared context blocks until every closed socket has sent or its linger ran out. Call it
+    last, after every socket of the process is closed.
+    """
+    context().term()

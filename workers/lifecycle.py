@@ -7,6 +7,7 @@ import signal
 import threading
 
 from bus import log as buslog
+from bus import sockets
 
 
 def start(process: str) -> tuple[logging.Logger, threading.Event]:
@@ -21,3 +22,9 @@ def start(process: str) -> tuple[logging.Logger, threading.Event]:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     return log, stop
+
+
+def finish(log: logging.Logger, text: str) -> None:
+    """Last words: let queued messages leave (bounded by each socket's linger), then log."""
+    sockets.flush()
+    log.info("%s", text)

@@ -138,7 +138,7 @@ def main() -> None:
     stop.set()
     serving.join(timeout=10)
     publisher.close()
-    log.info("stopped after %d chunks", service.served)
+    lifecycle.finish(log, f"stopped after {service.served} chunks")
 
 
 if __name__ == "__main__":
