@@ -1,0 +1,1 @@
+"""The control loop process (`python -m workers.control`) and its scheduling logic."""

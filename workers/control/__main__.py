@@ -1,0 +1,326 @@
+"""The control loop: observations -> policy -> actions on time, with no stall at chunk edges.
+
+    uv run python -m workers.control --task=lift [--episodes=10] [--episode_s=20] [--fps=30]
+        [--blend=weighted] [--schedule=ahead|sync] [--policy_timeout=1.5] [--bus.*]
+
+Each tick (monotonic schedule at `fps`) it takes the newest frames and states, asks the policy
+for the next chunk *ahead of time* (while the current chunk still covers the measured latency),
+places each action at its execution time `t_obs + i * dt`, skips those already past, blends
+overlapping chunks, and publishes `action/<arm>` with the execution time. When the policy is
+slow, failing or gone it runs what it still has, then holds and says why (`event/hold`), and
+resumes when answers come back. `--schedule=sync` is the baseline the user had: ask only when
+the queue is empty, then run the chunk from its first action.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import draccus
+import numpy as np
+
+from bus import (
+    BusConfig,
+    Message,
+    Publisher,
+    ServiceClient,
+    ServiceError,
+    ServiceTimeout,
+    Subscriber,
+    topics,
+)
+from bus.clock import now
+from bus.health import HealthReporter
+from workers import lifecycle
+from workers.control.observe import ObservationBuilder
+from workers.control.plan import ActionPlan, LatencyEstimate, stall_bound_fraction
+from workers.policy import service_name
+from workers.tasks import get_task
+
+
+@dataclass
+class ControlConfig:
+    bus: BusConfig = field(default_factory=BusConfig)
+    task: str = "lift"
+    # Episodes to run (0 = until stopped) and their length.
+    episodes: int = 0
+    episode_s: float = 20.0
+    fps: float = 30.0
+    # ahead: request the next chunk while the current one covers the latency; sync: baseline.
+    schedule: str = "ahead"
+    # latest | weighted | average, where chunks overlap.
+    blend: str = "weighted"
+    blend_weight: float = 0.5
+    # Every part of an observation within this many seconds of the observation time.
+    max_skew: float = 0.1
+    # A request without an answer after this long counts as failed.
+    policy_timeout: float = 1.5
+    # Request this many ticks earlier than the latency estimate alone says.
+    margin_ticks: int = 2
+    # Cameras to send (empty = the task's).
+    cameras: list[str] = field(default_factory=list)
+    name: str = "control"
+
+
+@dataclass
+class LoopStats:
+    ticks: int = 0
+    stall_ticks: int = 0  # ticks without a fresh action, once the episode's first one ran
+    startup_ticks: int = 0  # ticks before an episode's first action (connecting, first chunk)
+    actions: int = 0
+    requests: int = 0
+    replies: int = 0
+    errors: int = 0
+    timeouts: int = 0
+    holds: int = 0
+    jitter_ms: deque = field(default_factory=lambda: deque(maxlen=3000))
+    lateness_ms: deque = field(default_factory=lambda: deque(maxlen=3000))
+    latency_ms: deque = field(default_factory=lambda: deque(maxlen=200))
+    skew_ms: deque = field(default_factory=lambda: deque(maxlen=200))
+    started: float = field(default_factory=time.monotonic)
+
+    def summary(self, dt: float) -> dict:
+        def p(values: deque, q: float) -> float | None:
+            return round(float(np.percentile(values, q)), 3) if values else None
+
+        minutes = max((self.ticks - self.startup_ticks) * dt / 60, 1e-9)
+        return {
+            "ticks": self.ticks, "loop_hz": round(self.ticks / max(1e-9, time.monotonic()
+                                                                   - self.started), 2),
+            "jitter_p99_ms": p(self.jitter_ms, 99), "stall_ticks": self.stall_ticks,
+            "startup_ticks": self.startup_ticks,
+            "stall_ms_per_min": round(self.stall_ticks * dt * 1000 / minutes, 1),
+            "actions": self.actions, "lateness_p50_ms": p(self.lateness_ms, 50),
+            "requests": self.requests, "replies": self.replies, "errors": self.errors,
+            "timeouts": self.timeouts, "holds": self.holds,
+            "chunk_latency_p50_ms": p(self.latency_ms, 50),
+            "obs_skew_p50_ms": p(self.skew_ms, 50),
+        }
+
+
+class ControlLoop:
+    def __init__(self, cfg: ControlConfig, log: logging.Logger):
+        self.cfg = cfg
+        self.log = log
+        self.task = get_task(cfg.task)
+        self.dt = 1.0 / cfg.fps
+        self.service = service_name(self.task.name)
+        self.arms = list(self.task.arms)
+        self.observer = ObservationBuilder(cfg.cameras or list(self.task.cameras), self.arms,
+                                           cfg.max_skew)
+        self.pub = Publisher(cfg.bus, cfg.name)
+        self.sub = Subscriber(cfg.bus, self.observer.topics(), mode="latest")
+        self.client = ServiceClient(cfg.bus, cfg.name)
+        self.latency = LatencyEstimate(initial=cfg.policy_timeout / 2)
+        self.stats = LoopStats()
+        self.plan = ActionPlan(self.dt, now(), cfg.blend, cfg.blend_weight)
+        self.in_flight: dict[bytes, tuple[float, float, int]] = {}  # id -> (sent, t_obs, ep)
+        self.episode = 0
+        self.holding = False
+        self.why = "waiting for the first chunk"
+        self.horizon: int | None = None
+        self.warned_slow = False
+        self.acted = False  # an action ran in this episode
+        self.health = HealthReporter(self.pub, cfg.name, self._health)
+
+    # -- reporting ---------------------------------------------------------------------------
+    def _health(self) -> dict:
+        return {**self.stats.summary(self.dt), "task": self.task.name, "episode": self.episode,
+                "holding": self.holding, "hold_reason": self.why if self.holding else None,
+                "latency_estimate_ms": round(self.latency.value() * 1000, 1),
+                "skipped_actions": self.plan.skipped, "in_flight": len(self.in_flight),
+                "obs_not_sent": dict(self.observer.skipped), "schedule": self.cfg.schedule}
+
+    def _hold(self, holding: bool, reason: str) -> None:
+        if holding == self.holding:
+            return
+        self.holding = holding
+        if holding:
+            self.stats.holds += 1
+            self.log.warning("hold: %s", reason)
+            self.health.error(f"hold: {reason}")
+        else:
+            self.log.info("resumed: %s", reason)
+        for arm in self.arms:
+            self.pub.publish(topics.event("hold"), data={
+                "arm": arm, "holding": holding, "reason": reason, "source": self.cfg.name})
+
+    # -- policy ------------------------------------------------------------------------------
+    def _should_request(self, tick: int) -> bool:
+        if self.in_flight:
+            return False
+        if self.cfg.schedule == "sync":
+            return not self.plan.slots
+        cover = self.plan.ahead(tick) * self.dt
+        return cover <= self.latency.value() + self.cfg.margin_ticks * self.dt
+
+    def _request(self, t_obs: float) -> None:
+        self.sub.latest()
+        arrays, why_not = self.observer.build(self.sub.newest, t_obs)
+        if why_not:
+            self.why = why_not
+            return
+        self.stats.skew_ms.append(self.observer.last_skew * 1000)
+        rid = self.client.send(self.service, arrays, {"t_obs": t_obs, "task": self.task.name},
+                               timeout=self.cfg.policy_timeout, t_cap=t_obs)
+        self.in_flight[rid] = (time.monotonic(), t_obs, self.episode)
+        self.stats.requests += 1
+
+    def _on_reply(self, rid: bytes, result: Message | ServiceError, tick: int) -> None:
+        sent, t_obs, episode = self.in_flight.pop(rid, (None, None, None))
+        if sent is None:
+            return
+        if isinstance(result, ServiceTimeout):
+            self.stats.timeouts += 1
+            self.why = f"policy timeout after {self.cfg.policy_timeout:.1f} s"
+            self.log.warning("%s (no chunk for the observation of %.3f)", self.why, t_obs)
+            return
+        if isinstance(result, ServiceError):
+            self.stats.errors += 1
+            self.why = f"policy error: {result.text}"
+            self.log.warning("policy error reply: %s", result.text)
+            return
+        latency = time.monotonic() - sent
+        self.latency.add(latency)
+        self.stats.latency_ms.append(latency * 1000)
+        self.stats.replies += 1
+        if episode != self.episode:
+            return  # an answer for the episode that just ended
+        actions = result.arrays["actions"]
+        if actions.ndim != 2 or actions.shape[1] != self.task.action_dim:
+            self.stats.errors += 1
+            self.why = (f"policy returned actions of shape {tuple(actions.shape)}, expected "
+                        f"(horizon, {self.task.action_dim})")
+            self.log.warning("%s", self.why)
+            return
+        self.horizon = actions.shape[0]
+        first = tick + 1 if self.cfg.schedule == "sync" else None
+        self.plan.add(actions, t_obs, first_tick=first)
+        self.pub.publish(topics.chunk(self.task.name), {"actions": actions},
+                         {"t_obs": t_obs, "dt": self.dt, "arms": self.arms,
+                          "latency_s": round(latency, 4), "episode": self.episode}, t_cap=t_obs)
+        self._check_fast_enough()
+
+    def _check_fast_enough(self) -> None:
+        if self.warned_slow or self.horizon is None or self.cfg.schedule != "ahead":
+            return
+        latency, chunk = self.latency.value(), self.horizon * self.dt
+        if len(self.latency.samples) >= 3 and latency > chunk / 2:
+            self.warned_slow = True
+            bound = stall_bound_fraction(latency, self.horizon, self.dt)
+            text = (f"policy too slow: latency {latency * 1000:.0f} ms vs chunk "
+                    f"{chunk * 1000:.0f} ms ({self.horizon} actions at {self.cfg.fps:g} Hz); "
+                    f"one worker can only run without stalls while latency <= "
+                    f"{chunk * 500:.0f} ms. Expect at least {bound * 60000:.0f} ms of stall per "
+                    f"minute. Fix: a faster policy (fewer diffusion steps, a GPU), a longer "
+                    f"horizon (>= {int(np.ceil(2 * latency / self.dt))} actions), or another "
+                    f"policy worker.")
+            self.log.warning("%s", text)
+            self.pub.publish(topics.event("control"), data={
+                "kind": "policy_too_slow", "text": text, "latency_ms": latency * 1000,
+                "chunk_ms": chunk * 1000, "stall_bound_ms_per_min": bound * 60000,
+                "horizon": self.horizon, "fps": self.cfg.fps})
+
+    # -- the tick ----------------------------------------------------------------------------
+    def tick(self, tick: int) -> None:
+        for rid, result in self.client.poll(0):
+            self._on_reply(rid, result, tick - 1)
+        t_tick = self.plan.time_of(tick)
+        if self._should_request(tick):
+            self._request(now())
+        slot = self.plan.take(tick)
+        self.stats.ticks += 1
+        if slot is None:
+            if self.acted:
+                self.stats.stall_ticks += 1
+            else:
+                self.stats.startup_ticks += 1
+            if self.in_flight and not self.holding:
+                sent = next(iter(self.in_flight.values()))[0]
+                self.why = f"waiting for the policy ({time.monotonic() - sent:.2f} s so far)"
+            self._hold(True, self.why)
+            return
+        self._hold(False, "fresh actions")
+        self.acted = True
+        t_pub = now()
+        self.stats.actions += 1
+        self.stats.lateness_ms.append((t_pub - slot.intended) * 1000)
+        goal = slot.action
+        for i, arm in enumerate(self.arms):
+            self.pub.publish(topics.action(arm), {"goal": goal[i * 6:(i + 1) * 6]},
+                             {"t_exec": t_tick, "t_obs": slot.intended, "episode": self.episode})
+
+    def _wait_until(self, due: float, tick: int) -> None:
+        """Until tick `tick` is due: take replies the moment they arrive and send the next
+        request right away (every millisecond of a back-to-back cycle is slack for the arm),
+        then spin the last 2 ms (sleep alone overshoots by a scheduler quantum on a busy
+        machine, and tick jitter is what the arm feels)."""
+        while (left := due - time.monotonic()) > 0.002:
+            for rid, result in self.client.poll(left - 0.002):
+                self._on_reply(rid, result, tick - 1)
+                if self._should_request(tick - 1):
+                    self._request(now())
+        while time.monotonic() < due:
+            pass
+
+    def run_episode(self, stop, episode: int) -> None:
+        self.episode = episode
+        self.plan = ActionPlan(self.dt, now(), self.cfg.blend, self.cfg.blend_weight)
+        self.warned_slow = False
+        self.acted = False
+        self.pub.publish(topics.event("episode"), data={
+            "phase": "start", "episode": episode, "task": self.task.name,
+            "source": self.cfg.name, "fps": self.cfg.fps})
+        self.log.info("episode %d: start (%.0f s)", episode, self.cfg.episode_s)
+        start = time.monotonic()
+        # The plan's epoch and this schedule start together: tick k is due at start + k*dt.
+        self.plan.epoch = now()
+        n_ticks = int(round(self.cfg.episode_s * self.cfg.fps))
+        for tick in range(n_ticks):
+            if stop.is_set():
+                break
+            due = start + tick * self.dt
+            self._wait_until(due, tick)
+            self.stats.jitter_ms.append((time.monotonic() - due) * 1000)
+            self.tick(tick)
+            self.health.tick()
+        self.pub.publish(topics.event("episode"), data={
+            "phase": "stop", "episode": episode, "task": self.task.name, "source": self.cfg.name,
+            "stats": self.stats.summary(self.dt)})
+        self.log.info("episode %d: stop; %s", episode, self.stats.summary(self.dt))
+
+    def close(self) -> None:
+        self.health.tick(force=True)
+        for closable in (self.sub, self.client, self.pub):
+            closable.close()
+
+
+def main() -> None:
+    cfg = draccus.parse(ControlConfig)
+    log, stop = lifecycle.start(cfg.name)
+    try:
+        get_task(cfg.task)
+        if cfg.schedule not in ("ahead", "sync"):
+            raise ValueError(f"--schedule={cfg.schedule!r}: expected ahead or sync")
+        if cfg.fps <= 0 or cfg.episode_s <= 0:
+            raise ValueError("--fps and --episode_s must be > 0")
+        loop = ControlLoop(cfg, log)
+    except ValueError as exc:
+        log.error("%s", exc)
+        raise SystemExit(2) from None
+    log.info("ready: task %s at %g Hz, schedule %s, blend %s, policy %s (timeout %.1f s), "
+             "episodes %s of %.0f s", loop.task.name, cfg.fps, cfg.schedule, cfg.blend,
+             loop.service, cfg.policy_timeout, cfg.episodes or "unlimited", cfg.episode_s)
+    episode = 0
+    while not stop.is_set() and (cfg.episodes == 0 or episode < cfg.episodes):
+        loop.run_episode(stop, episode)
+        episode += 1
+    loop.close()
+    lifecycle.finish(log, f"stopped after {episode} episode(s)")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""A policy stand-in: serves `policy/<task>` with a chosen latency and no model.
+
+    uv run python -m workers.stand_in_policy --task=lift --latency=0.25 [--horizon=16]
+
+Answers each observation with a chunk that starts at the observed state and moves each joint
+by `step` per action: valid actions, with a known shape, after exactly the latency asked for.
+For testing the control loop and the stack without a checkpoint, and for bench.control.
+Its behaviour can be changed while it runs by publishing `event/stand_in`
+{latency: s, fail: "message" | null} (tests use this to make the policy slow or failing).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+import draccus
+import numpy as np
+
+from bus import BusConfig, Message, Reply, RequestError, ServiceWorker, Subscriber, topics
+from workers import lifecycle
+from workers.policy import service_name
+from workers.tasks import get_task
+
+
+@dataclass
+class StandInConfig:
+    bus: BusConfig = field(default_factory=BusConfig)
+    task: str = "lift"
+    latency: float = 0.1
+    horizon: int = 16
+    step: float = 0.1  # joint change per action (degrees)
+
+
+class StandInPolicy:
+    def __init__(self, cfg: StandInConfig):
+        self.cfg = cfg
+        self.task = get_task(cfg.task)
+        self.latency = cfg.latency
+        self.fail: str | None = None
+
+    def handle(self, request: Message) -> Reply:
+        if request.data.get("describe"):
+            return Reply(data={"task": self.task.name, "type": "stand-in", "horizon":
+                               self.cfg.horizon, "action_dim": self.task.action_dim,
+                               "arms": list(self.task.arms), "n_obs_steps": 1,
+                               "cameras": {c: None for c in self.task.cameras}})
+        started = time.perf_counter()
+        if self.fail:
+            raise RequestError(self.fail)
+        states = [np.asarray(request.arrays[f"state.{arm}"], np.float32) for arm in self.task.arms
+                  if f"state.{arm}" in request.arrays]
+        if len(states) != len(self.task.arms):
+            raise RequestError(f"missing state for arms {list(self.task.arms)}")
+        state = np.concatenate([s.reshape(-1, s.shape[-1])[-1] for s in states])
+        ramp = np.arange(self.cfg.horizon, dtype=np.float32)[:, None] * self.cfg.step
+        actions = state[None, :] + ramp
+        time.sleep(max(0.0, self.latency - (time.perf_counter() - started)))
+        return Reply({"actions": actions.astype(np.float32)},
+                     {"t_obs": request.data.get("t_obs", request.t_cap),
+                      "normalized_range": [-1.0, 1.0], "arms": list(self.task.arms),
+                      "timings": {"inference": self.latency}})
+
+
+def main() -> None:
+    cfg = draccus.parse(StandInConfig)
+    log, stop = lifecycle.start(f"stand-in-{cfg.task}")
+    policy = StandInPolicy(cfg)
+    control = Subscriber(cfg.bus, [topics.event("stand_in")], mode="every")
+    worker = ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source="stand-in")
+    serving = threading.Thread(target=worker.run, args=(stop,), name="service")
+    serving.start()
+    log.info("ready: stand-in for task %s, latency %.3f s, horizon %d", cfg.task, cfg.latency,
+             cfg.horizon)
+    while not stop.is_set():
+        msg = control.recv(0.2)
+        if msg is not None:
+            policy.latency = float(msg.data.get("latency", policy.latency))
+            policy.fail = msg.data.get("fail")
+            log.info("now: latency %.3f s, fail %r", policy.latency, policy.fail)
+    serving.join(timeout=10)
+    control.close()
+    lifecycle.finish(log, "stopped")
+
+
+if __name__ == "__main__":
+    main()
