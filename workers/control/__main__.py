@@ -271,6 +271,7 @@ class ControlLoop:
         self.plan = ActionPlan(self.dt, now(), self.cfg.blend, self.cfg.blend_weight)
         self.warned_slow = False
         self.acted = False
+        self.stats = LoopStats()  # health and the stop marker report this episode
         self.pub.publish(topics.event("episode"), data={
             "phase": "start", "episode": episode, "task": self.task.name,
             "source": self.cfg.name, "fps": self.cfg.fps})
@@ -289,7 +290,7 @@ class ControlLoop:
             self.health.tick()
         self.pub.publish(topics.event("episode"), data={
             "phase": "stop", "episode": episode, "task": self.task.name, "source": self.cfg.name,
-            "stats": self.stats.summary(self.dt)})
+            "stats": {**self.stats.summary(self.dt), "skipped_actions": self.plan.skipped}})
         self.log.info("episode %d: stop; %s", episode, self.stats.summary(self.dt))
 
     def close(self) -> None:
