@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
 # Command two: install what is needed and run the whole test suite.
 source "$(dirname "$0")/env.sh"
+# The dashboard's browser test drives Debian's Chromium (installed once, if missing).
+bash scripts/install_browser.sh
 "${UV[@]}" run --frozen ruff check .
 exec "${UV[@]}" run --frozen pytest "$@"
