@@ -63,6 +63,8 @@ class ControlConfig:
     # Cameras to send (empty = the task's).
     cameras: list[str] = field(default_factory=list)
     name: str = "control"
+    # Seconds to wait at start for someone (recorder, dashboard) to hear event/episode.
+    wait_for_listeners: float = 2.0
 
 
 @dataclass
@@ -120,6 +122,7 @@ class ControlLoop:
         self.in_flight: dict[bytes, tuple[float, float, int]] = {}  # id -> (sent, t_obs, ep)
         self.episode = 0
         self.holding = False
+        self.hold_reason, self.hold_sent = "", 0.0
         self.why = "waiting for the first chunk"
         self.horizon: int | None = None
         self.warned_slow = False
@@ -135,11 +138,16 @@ class ControlLoop:
                 "obs_not_sent": dict(self.observer.skipped), "schedule": self.cfg.schedule}
 
     def _hold(self, holding: bool, reason: str) -> None:
+        """Publish hold transitions, and while holding, a changed reason (at most 1/s)."""
         if holding == self.holding:
-            return
-        self.holding = holding
-        if holding:
+            changed = reason != self.hold_reason and time.monotonic() - self.hold_sent >= 1.0
+            if not (holding and changed):
+                return
+        elif holding:
             self.stats.holds += 1
+        self.holding = holding
+        self.hold_reason, self.hold_sent = reason, time.monotonic()
+        if holding:
             self.log.warning("hold: %s", reason)
             self.health.error(f"hold: {reason}")
         else:
@@ -198,7 +206,10 @@ class ControlLoop:
             return
         self.horizon = actions.shape[0]
         first = tick + 1 if self.cfg.schedule == "sync" else None
-        self.plan.add(actions, t_obs, first_tick=first)
+        stale = self.plan.add(actions, t_obs, first_tick=first)
+        if stale == len(actions):
+            self.why = (f"chunk arrived too late: all {stale} actions were past "
+                        f"(latency {latency * 1000:.0f} ms, chunk {stale * self.dt * 1000:.0f} ms)")
         self.pub.publish(topics.chunk(self.task.name), {"actions": actions},
                          {"t_obs": t_obs, "dt": self.dt, "arms": self.arms,
                           "latency_s": round(latency, 4), "episode": self.episode}, t_cap=t_obs)
@@ -238,9 +249,8 @@ class ControlLoop:
                 self.stats.stall_ticks += 1
             else:
                 self.stats.startup_ticks += 1
-            if self.in_flight and not self.holding:
-                sent = next(iter(self.in_flight.values()))[0]
-                self.why = f"waiting for the policy ({time.monotonic() - sent:.2f} s so far)"
+            if self.in_flight and self.why.startswith(("no ", "waiting")):
+                self.why = "waiting for the policy (request in flight)"
             self._hold(True, self.why)
             return
         self._hold(False, "fresh actions")
@@ -312,6 +322,10 @@ def main() -> None:
     except ValueError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
+    # Episode markers must not fall into ZeroMQ's slow-joiner window.
+    if not loop.pub.wait_for_subscriber(topics.event("episode"), cfg.wait_for_listeners):
+        log.info("no listener for event/episode after %.0f s; starting anyway",
+                 cfg.wait_for_listeners)
     log.info("ready: task %s at %g Hz, schedule %s, blend %s, policy %s (timeout %.1f s), "
              "episodes %s of %.0f s", loop.task.name, cfg.fps, cfg.schedule, cfg.blend,
              loop.service, cfg.policy_timeout, cfg.episodes or "unlimited", cfg.episode_s)

@@ -112,4 +112,4 @@ def stall_bound_fraction(latency: float, horizon: int, dt: float) -> float:
     A chunk observed at t is usable from t + L to t + H*dt, and the next request cannot start
     before this one returns; back to back, each cycle of L brings H*dt - L of new actions."""
     chunk = horizon * dt
-    return max(0.0, (2 * latency - chunk) / latency) if latency > 0 else 0.0
+    return min(1.0, max(0.0, (2 * latency - chunk) / latency)) if latency > 0 else 0.0

@@ -1,0 +1,145 @@
+"""The control loop between real processes: hub + replay + policy stand-in + control."""
+
+from __future__ import annotations
+
+import signal
+
+import numpy as np
+import pytest
+
+from bus import BusConfig, Publisher, Subscriber
+
+from conftest import bus_args, wait_until
+
+
+def start(procs, cfg: BusConfig, *, latency: float = 0.05, episode_s: float = 600,
+          control_args: tuple[str, ...] = (), replay: bool = True):
+    env = {}
+    if replay:
+        procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(cfg))
+    policy = procs("policy", "-m", "workers.stand_in_policy", "--task=lift",
+                   f"--latency={latency}", *bus_args(cfg))
+    policy.wait_for_output("ready:")
+    control = procs("control", "-m", "workers.control", "--task=lift", "--episodes=1",
+                    f"--episode_s={episode_s}", "--policy_timeout=1.5", *control_args,
+                    *bus_args(cfg), env=env)
+    control.wait_for_output("ready:")
+    return policy, control
+
+
+def next_matching(sub: Subscriber, pred, what: str):
+    def find():
+        while (msg := sub.recv(0.2)) is not None:
+            if pred(msg):
+                return msg
+        return None
+
+    return wait_until(find, what=what)
+
+
+def is_hold(holding: bool, reason: str = ""):
+    return lambda m: (m.topic == "event/hold" and m.data["holding"] is holding
+                      and reason in m.data["reason"])
+
+
+def test_actions_flow_at_the_set_rate_with_their_execution_times(bus_cfg, hub, procs) -> None:
+    with Subscriber(bus_cfg, ["action/", "event/episode", "chunk/"], mode="every") as sub:
+        start(procs, bus_cfg, episode_s=8, control_args=("--fps=20",))
+        start_marker = next_matching(sub, lambda m: m.topic == "event/episode"
+                                     and m.data["source"] == "control", "episode start")
+        assert start_marker.data["phase"] == "start" and start_marker.data["task"] == "lift"
+        actions, chunks = [], 0
+        while True:
+            msg = next_matching(sub, lambda m: True, "actions and the stop marker")
+            if msg.topic == "chunk/lift":
+                chunks += 1
+                assert msg.arrays["actions"].shape == (16, 6)
+            elif msg.topic == "action/arm":
+                actions.append(msg)
+            elif msg.data.get("source") == "control" and msg.data["phase"] == "stop":
+                stats = msg.data["stats"]
+                break
+    assert chunks >= 2 and len(actions) >= 40
+    t_exec = np.array([m.data["t_exec"] for m in actions])
+    # One action per tick on the 20 Hz grid: every gap a whole number of ticks, mostly one.
+    ticks = np.diff(t_exec) * 20
+    np.testing.assert_allclose(ticks, np.round(ticks), atol=1e-4)  # float64 at 1.7e9 s
+    assert np.median(ticks) == pytest.approx(1.0)
+    assert all(np.isfinite(m.arrays["goal"]).all() and m.arrays["goal"].shape == (6,)
+               for m in actions)
+    assert stats["actions"] == len(actions) and stats["replies"] >= chunks
+
+
+def test_a_policy_slower_than_a_chunk_causes_reported_holds(bus_cfg, hub, procs) -> None:
+    with Subscriber(bus_cfg, ["event/hold", "event/control"], mode="every") as sub:
+        _, control = start(procs, bus_cfg, latency=0.8)
+        hold = next_matching(sub, is_hold(True, "chunk arrived too late"), "a hold")
+        assert hold.data["arm"] == "arm"
+        slow = next_matching(sub, lambda m: m.topic == "event/control", "'policy too slow'")
+        assert slow.data["kind"] == "policy_too_slow"
+        assert slow.data["latency_ms"] > slow.data["chunk_ms"] / 2
+        assert "another policy worker" in slow.data["text"]
+    control.wait_for_output("policy too slow: latency")
+
+
+def test_killed_policy_leads_to_a_hold_and_recovery(bus_cfg, hub, procs) -> None:
+    with Subscriber(bus_cfg, ["event/hold", "action/"], mode="every") as sub:
+        policy, control = start(procs, bus_cfg)
+        next_matching(sub, lambda m: m.topic == "action/arm", "actions before the kill")
+        policy.stop(signal.SIGKILL)
+        hold = next_matching(sub, is_hold(True), "a hold after the kill")
+        assert any(w in hold.data["reason"] for w in ("policy", "worker")), hold.data
+        procs("policy2", "-m", "workers.stand_in_policy", "--task=lift", "--latency=0.05",
+              *bus_args(bus_cfg)).wait_for_output("ready:")
+        next_matching(sub, is_hold(False, "fresh actions"), "the hold to end")
+        next_matching(sub, lambda m: m.topic == "action/arm", "actions after recovery")
+    log = control.output()
+    assert "hold:" in log and "resumed: fresh actions" in log
+
+
+def test_policy_errors_are_logged_with_their_message_and_held_on(bus_cfg, hub, procs) -> None:
+    with Subscriber(bus_cfg, ["event/hold", "action/"], mode="every") as sub, \
+            Publisher(bus_cfg, "test") as pub:
+        _, control = start(procs, bus_cfg)
+        next_matching(sub, lambda m: m.topic == "action/arm", "first actions")
+        assert pub.wait_for_subscriber("event/stand_in", 30)
+        pub.publish("event/stand_in", data={"fail": "camera calibration missing"})
+        hold = next_matching(sub, is_hold(True, "camera calibration missing"), "an error hold")
+        assert hold.data["reason"].startswith("policy error")
+        pub.publish("event/stand_in", data={"fail": None})
+        next_matching(sub, is_hold(False), "recovery after the errors stop")
+    control.wait_for_output("policy error reply: camera calibration missing")
+
+
+def test_stale_actions_are_skipped_and_counted(bus_cfg, hub, procs) -> None:
+    with Subscriber(bus_cfg, ["event/episode"], mode="every") as sub:
+        start(procs, bus_cfg, latency=0.3, episode_s=5)
+        stop = next_matching(sub, lambda m: m.data.get("source") == "control"
+                             and m.data["phase"] == "stop", "the episode to end")
+    # Each chunk arrives ~0.3 s after its observation: its first ~9 actions are already past.
+    assert stop.data["stats"]["skipped_actions"] >= 9
+
+
+def test_a_lagging_camera_is_a_named_cause(bus_cfg, hub, procs) -> None:
+    with Subscriber(bus_cfg, ["health/control"], mode="latest") as health, \
+            Publisher(bus_cfg, "old-camera") as cam:
+        start(procs, bus_cfg, replay=False)
+        image = np.zeros((480, 640, 3), np.uint8)
+
+        def lag_reported() -> bool:
+            from bus.clock import now
+
+            cam.publish("camera/front", {"image": image}, t_cap=now() - 2.0)
+            cam.publish("state/arm", {"position": np.zeros(6, np.float32)})
+            msg = health.latest(0.1).get("health/control")
+            return msg is not None and msg.data["obs_not_sent"].get("camera/front lags", 0) > 0
+
+        wait_until(lag_reported, what="camera/front lags in the control health")
+        msg = health.latest()["health/control"]
+        assert msg.data["holding"] and "camera/front lags" in msg.data["hold_reason"]
+
+
+def test_bad_arguments_exit_2(bus_cfg, procs) -> None:
+    proc = procs("control", "-m", "workers.control", "--schedule=never", *bus_args(bus_cfg))
+    assert proc.popen.wait(60) == 2
+    assert "expected ahead or sync" in proc.output()

@@ -1,0 +1,82 @@
+"""The control loop's scheduling rules, without processes: placement, staleness, blending."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from workers.control.plan import ActionPlan, LatencyEstimate, stall_bound_fraction
+
+DT = 0.1
+
+
+def chunk(values: list[float]) -> np.ndarray:
+    return np.array(values, np.float32)[:, None].repeat(2, axis=1)
+
+
+def test_actions_land_on_the_tick_of_their_execution_time() -> None:
+    plan = ActionPlan(DT, epoch=100.0, blend="latest")
+    assert plan.add(chunk([1, 2, 3]), t_obs=100.0 + 5 * DT) == 0
+    assert sorted(plan.slots) == [5, 6, 7]
+    assert plan.take(4) is None
+    slot = plan.take(5)
+    assert slot is not None and slot.action[0] == 1
+    assert slot.intended == pytest.approx(100.5)
+    assert plan.ahead(5) == 2
+
+
+def test_actions_whose_tick_has_run_are_skipped_and_counted() -> None:
+    plan = ActionPlan(DT, epoch=0.0, blend="latest")
+    for tick in range(10):
+        plan.take(tick)
+    # Observed at tick 7, arriving after tick 9 ran: actions for ticks 7, 8, 9 are stale.
+    assert plan.add(chunk([1, 2, 3, 4, 5]), t_obs=7 * DT) == 3
+    assert plan.skipped == 3
+    assert sorted(plan.slots) == [10, 11]
+
+
+@pytest.mark.parametrize(("blend", "expected"), [("latest", 10.0), ("average", 5.5),
+                                                  ("weighted", 7.75)])
+def test_overlapping_chunks_blend(blend: str, expected: float) -> None:
+    plan = ActionPlan(DT, epoch=0.0, blend=blend, weight=0.75)
+    plan.add(chunk([1, 1, 1]), t_obs=0.0)
+    plan.add(chunk([10, 10]), t_obs=DT)  # overlaps ticks 1 and 2
+    assert plan.slots[0].action[0] == 1
+    assert plan.slots[1].action[0] == pytest.approx(expected)
+    assert plan.slots[1].chunks == (1 if blend == "latest" else 2)
+
+
+def test_weighted_blend_has_no_jump_at_the_hand_over() -> None:
+    plan = ActionPlan(DT, epoch=0.0, blend="weighted", weight=0.5)
+    plan.add(chunk([0] * 8), t_obs=0.0)
+    plan.add(chunk([10] * 8), t_obs=4 * DT)
+    values = [plan.take(t).action[0] for t in range(12)]
+    steps = np.abs(np.diff(values))
+    # Hand-over in two half-steps instead of one jump of 10.
+    assert steps.max() <= 5.0 + 1e-6
+
+
+def test_synchronous_placement_runs_a_chunk_from_its_first_action() -> None:
+    plan = ActionPlan(DT, epoch=0.0, blend="latest")
+    plan.take(20)
+    assert plan.add(chunk([1, 2, 3]), t_obs=0.0, first_tick=21) == 0
+    assert sorted(plan.slots) == [21, 22, 23]
+    assert plan.slots[21].intended == 0.0  # and so it runs 2.1 s late
+
+
+def test_unknown_blend_is_refused() -> None:
+    with pytest.raises(ValueError, match="blend 'smooth'"):
+        ActionPlan(DT, 0.0, blend="smooth")
+
+
+def test_latency_estimate_uses_a_high_percentile() -> None:
+    est = LatencyEstimate(window=10, percentile=90, initial=0.7)
+    assert est.value() == 0.7
+    for v in [0.1] * 9 + [0.5]:
+        est.add(v)
+    assert 0.1 < est.value() <= 0.5
+
+
+def test_stall_bound() -> None:
+    assert stall_bound_fraction(0.25, 16, 1 / 30) == 0.0
+    assert stall_bound_fraction(0.4, 16, 1 / 30) == pytest.approx((0.8 - 16 / 30) / 0.4)
