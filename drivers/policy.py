@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import logging  # noqa: E402
 import time  # noqa: E402
+import warnings  # noqa: E402
 from collections.abc import Mapping, Sequence  # noqa: E402
 from dataclasses import dataclass, field  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -261,6 +262,8 @@ def native_conv1d_unet(policy: torch.nn.Module) -> bool:
     unet = getattr(getattr(policy, "diffusion", None), "unet", None)
     if unet is None:
         return False
+    # Toggling oneDNN re-sets its TF32 flag too, which warns on every call on CPU builds.
+    warnings.filterwarnings("ignore", message="TF32 acceleration on top of oneDNN")
     forward = unet.forward
 
     def forward_without_onednn(*args, **kwargs):
@@ -269,3 +272,41 @@ def native_conv1d_unet(policy: torch.nn.Module) -> bool:
 
     unet.forward = forward_without_onednn
     return True
+
+
+def save_random_checkpoint(path: str | Path, policy_type: str, cameras: Mapping[str, tuple],
+                           state_dim: int, action_dim: int, seed: int = 0, **config) -> Path:
+    """Write a lerobot `pretrained_model` folder with random weights and neutral statistics.
+
+    For tests and benchmarks: the real architecture and lerobot's own files (config, weights,
+    processors), nothing learned. `cameras` maps feature names' suffixes to (H, W)."""
+    from lerobot.configs.types import FeatureType, PolicyFeature
+    from lerobot.policies.factory import (
+        get_policy_class,
+        make_policy_config,
+        make_pre_post_processors,
+    )
+
+    torch.manual_seed(seed)
+    inputs = {f"{IMAGE_PREFIX}{name}": PolicyFeature(FeatureType.VISUAL, (3, h, w))
+              for name, (h, w) in cameras.items()}
+    inputs[STATE_KEY] = PolicyFeature(FeatureType.STATE, (state_dim,))
+    outputs = {"action": PolicyFeature(FeatureType.ACTION, (action_dim,))}
+    cfg = make_policy_config(policy_type, input_features=inputs, output_features=outputs,
+                             device="cpu", pretrained_backbone_weights=None, **config)
+    policy = get_policy_class(policy_type)(cfg)
+
+    def vector(n: int, lo: float, hi: float) -> dict[str, torch.Tensor]:
+        return {"min": torch.full((n,), lo), "max": torch.full((n,), hi),
+                "mean": torch.zeros(n), "std": torch.ones(n)}
+
+    stats = {STATE_KEY: vector(state_dim, -180, 180), "action": vector(action_dim, -180, 180)}
+    for key in (k for k in inputs if k.startswith(IMAGE_PREFIX)):
+        stats[key] = {"mean": torch.full((3, 1, 1), 0.5), "std": torch.full((3, 1, 1), 0.25),
+                      "min": torch.zeros(3, 1, 1), "max": torch.ones(3, 1, 1)}
+    pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
+    out = Path(path)
+    policy.save_pretrained(out)
+    pre.save_pretrained(out)
+    post.save_pretrained(out)
+    return out
