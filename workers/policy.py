@@ -88,10 +88,15 @@ class PolicyService:
 
     def health(self) -> dict:
         lat = np.asarray(self.latencies) * 1000 if self.latencies else np.zeros(1)
-        return {"task": self.task, "served": self.served, "errors": self.errors,
-                "latency_p50_ms": float(np.percentile(lat, 50)),
-                "latency_p99_ms": float(np.percentile(lat, 99)),
-                "device": self.runner.device}
+        report = {"task": self.task, "served": self.served, "errors": self.errors,
+                  "latency_p50_ms": float(np.percentile(lat, 50)),
+                  "latency_p99_ms": float(np.percentile(lat, 99)),
+                  "device": self.runner.device}
+        if self.runner.device.startswith("cuda"):
+            import torch
+
+            report["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+        return report
 
 
 def main() -> None:
