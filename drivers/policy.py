@@ -198,10 +198,11 @@ class PolicyRunner:
     def _batch(self, frames: dict[str, np.ndarray], state: np.ndarray) -> dict:
         batch = {}
         for name, stack in frames.items():
-            t = torch.from_numpy(np.ascontiguousarray(stack)).permute(0, 3, 1, 2)
+            # A copy: frames off the bus are read-only views, which torch refuses to wrap.
+            t = torch.from_numpy(np.array(stack)).permute(0, 3, 1, 2)
             t = t.to(torch.float32).div_(255.0)  # lerobot's image convention: float in [0, 1]
             batch[self.cameras[name]] = t[None] if self.n_obs_steps > 1 else t
-        s = torch.from_numpy(state)
+        s = torch.from_numpy(np.array(state))
         batch[STATE_KEY] = s[None] if self.n_obs_steps > 1 else s
         return batch
 
