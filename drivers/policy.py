@@ -196,14 +196,17 @@ class PolicyRunner:
 
     # -- inference ------------------------------------------------------------------------
     def _batch(self, frames: dict[str, np.ndarray], state: np.ndarray) -> dict:
+        """Tensors as predict_action_chunk takes them: (1, n_obs, ...) where the policy keeps
+        an observation history (diffusion always does, even of one step), else (1, ...)."""
+        with_history = self.type == "diffusion" or self.n_obs_steps > 1
         batch = {}
         for name, stack in frames.items():
             # A copy: frames off the bus are read-only views, which torch refuses to wrap.
             t = torch.from_numpy(np.array(stack)).permute(0, 3, 1, 2)
             t = t.to(torch.float32).div_(255.0)  # lerobot's image convention: float in [0, 1]
-            batch[self.cameras[name]] = t[None] if self.n_obs_steps > 1 else t
+            batch[self.cameras[name]] = t[None] if with_history else t
         s = torch.from_numpy(np.array(state))
-        batch[STATE_KEY] = s[None] if self.n_obs_steps > 1 else s
+        batch[STATE_KEY] = s[None] if with_history else s
         return batch
 
     @torch.inference_mode()
