@@ -75,7 +75,9 @@ def main() -> None:
     out = Path(args.out) / args.task
     if out.exists():
         shutil.rmtree(out)  # lerobot-train refuses an existing output dir without --resume
-    cmd = ["lerobot-train", *lerobot_train_args(args.task, args.steps, args.batch_size, out)]
+    # lerobot-train from this venv, also when run without `uv run` (PATH without .venv/bin).
+    train = str(Path(sys.executable).with_name("lerobot-train"))
+    cmd = [train, *lerobot_train_args(args.task, args.steps, args.batch_size, out)]
     print("+", " ".join(cmd), flush=True)
     t0 = time.time()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
