@@ -158,12 +158,13 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=30, help="requests per shipped checkpoint")
     parser.add_argument("--full-runs", type=int, default=4, help="timed full-size DP chunks")
     parser.add_argument("--leak-runs", type=int, default=1000)
+    parser.add_argument("--tasks", default=",".join(TASKS), help="shipped checkpoints to time")
     args = parser.parse_args()
 
     per_task = {}
     with ipc_bus() as cfg, hub_process(cfg):
-        for task in TASKS.values():
-            per_task[task.name] = shipped(cfg, task, args.calls)
+        for name in args.tasks.split(","):
+            per_task[name] = shipped(cfg, TASKS[name], args.calls)
     table("shipped checkpoints, served by the policy worker (ms)",
           ["task", "device", "e2e p50", "e2e p99", "in worker p50", "in worker p99",
            "peak RSS MB", "CUDA peak MB"],
