@@ -24,7 +24,7 @@ from bus.clock import now
 from bus.health import HealthReporter
 from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner
 from workers import lifecycle
-from workers.tasks import get_task
+from workers.tasks import get_task, service_name
 
 
 @dataclass
@@ -45,10 +45,6 @@ class PolicyWorkerConfig:
     # Order arms are concatenated in; empty = the task's (lift: arm; sort/stack: left, right).
     arms: list[str] = field(default_factory=list)
     warmup_runs: int = 2
-
-
-def service_name(task: str) -> str:
-    return f"policy/{task}"
 
 
 class PolicyService:

@@ -20,8 +20,7 @@ import numpy as np
 
 from bus import BusConfig, Message, Reply, RequestError, ServiceWorker, Subscriber, topics
 from workers import lifecycle
-from workers.policy import service_name
-from workers.tasks import get_task
+from workers.tasks import get_task, service_name
 
 
 @dataclass

@@ -45,6 +45,11 @@ TASKS = {
 }
 
 
+def service_name(task: str) -> str:
+    """The policy service of a task on the hub (one worker per task; tasks run side by side)."""
+    return f"policy/{task}"
+
+
 def get_task(name: str) -> Task:
     try:
         return TASKS[name]

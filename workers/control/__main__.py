@@ -37,8 +37,7 @@ from bus.health import HealthReporter
 from workers import lifecycle
 from workers.control.observe import ObservationBuilder
 from workers.control.plan import ActionPlan, LatencyEstimate, stall_bound_fraction
-from workers.policy import service_name
-from workers.tasks import get_task
+from workers.tasks import get_task, service_name
 
 
 @dataclass
