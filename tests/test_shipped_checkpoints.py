@@ -10,8 +10,12 @@ from drivers.replay import DatasetReplay
 from scripts.train_policy import HELD_OUT
 from workers.tasks import TASKS
 
+# Tasks whose checkpoint ships in checkpoints/. sort and stack are not trained yet (see the
+# README): their checkpoints are added here when they are.
+SHIPPED = [name for name in TASKS if name == "lift"]
 
-@pytest.mark.parametrize("name", list(TASKS))
+
+@pytest.mark.parametrize("name", SHIPPED)
 def test_shipped_checkpoint_beats_the_mean_action_on_held_out_frames(name: str) -> None:
     task = TASKS[name]
     runner = PolicyRunner(task.checkpoint, arms=list(task.arms))
