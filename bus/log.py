@@ -7,10 +7,10 @@ import sys
 import time
 
 
-def setup(process: str, level: int = logging.INFO) -> logging.Logger:
+def setup(process: str, level: int = logging.INFO, stream=None) -> logging.Logger:
     logging.basicConfig(
         level=level,
-        stream=sys.stdout,
+        stream=stream or sys.stdout,
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
         force=True,
     )

@@ -10,9 +10,10 @@ from bus import log as buslog
 from bus import sockets
 
 
-def start(process: str) -> tuple[logging.Logger, threading.Event]:
-    """Set up logging and make SIGTERM/SIGINT (supervisorctl stop, Ctrl-C) set the stop event."""
-    log = buslog.setup(process)
+def start(process: str, stream=None) -> tuple[logging.Logger, threading.Event]:
+    """Set up logging (to stdout, or `stream`) and make SIGTERM/SIGINT (supervisorctl stop,
+    Ctrl-C) set the stop event."""
+    log = buslog.setup(process, stream=stream)
     stop = threading.Event()
 
     def on_signal(signum: int, _frame: object) -> None:

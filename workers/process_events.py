@@ -18,9 +18,7 @@ from __future__ import annotations
 import logging
 import os
 import select
-import signal
 import sys
-import threading
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -115,17 +113,7 @@ def main() -> None:
     # that nothing else (a library's print) can ever corrupt the conversation.
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    logging.basicConfig(level=logging.INFO, stream=sys.stderr, force=True,
-                        format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    log = logging.getLogger(cfg.name)
-    stop = threading.Event()
-
-    def on_signal(signum: int, _frame: object) -> None:
-        log.info("%s: stopping", signal.Signals(signum).name)
-        stop.set()
-
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    log, stop = lifecycle.start(cfg.name, stream=sys.stderr)
 
     pub = Publisher(cfg.bus, cfg.name)
     states: dict[str, str] = {}
