@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from bus import BusConfig, ServiceClient, ServiceError
+from bus.wire import VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 DEADLINE = 30.0  # generous: tests must hold on a loaded 2-core machine
@@ -35,6 +36,21 @@ def wait_until(
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
         time.sleep(interval)
+
+
+def raw_header(**over: object) -> dict:
+    """A wire header for a one-array state message, built by hand so tests can break any field."""
+    header = {
+        "v": VERSION,
+        "seq": 1,
+        "src": "evil",  # the name the hub tests look for in its log and health
+        "t_cap": 0.0,
+        "t_send": 0.0,
+        "arrays": [["position", "<f4", [6]]],
+        "data": {},
+    }
+    header.update(over)
+    return header
 
 
 def bus_args(cfg: BusConfig) -> list[str]:

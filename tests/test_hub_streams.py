@@ -11,9 +11,8 @@ import numpy as np
 import zmq
 
 from bus import BusConfig, Publisher, Subscriber
-from bus.wire import VERSION
 
-from conftest import bus_args, wait_hub_ready, wait_until
+from conftest import bus_args, raw_header, wait_hub_ready, wait_until
 
 IMAGE = np.arange(480 * 640 * 3, dtype=np.uint32).astype(np.uint8).reshape(480, 640, 3)
 
@@ -91,31 +90,17 @@ def _raw(header: dict | bytes, *parts: bytes, topic: bytes = b"state/arm") -> li
     return [topic, header if isinstance(header, bytes) else msgpack.packb(header), *parts]
 
 
-def _hdr(**over: object) -> dict:
-    h = {
-        "v": VERSION,
-        "seq": 1,
-        "src": "evil",
-        "t_cap": 0.0,
-        "t_send": 0.0,
-        "arrays": [["position", "<f4", [6]]],
-        "data": {},
-    }
-    h.update(over)
-    return h
-
-
 BAD_MESSAGES = {
-    "wrong part count": _raw(_hdr()),
+    "wrong part count": _raw(raw_header()),
     "bad msgpack": _raw(b"\xc1\xc1\xc1"),
-    "unknown version": _raw(_hdr(v=7), np.zeros(6, np.float32).tobytes()),
-    "dtype mismatch": _raw(_hdr(arrays=[["position", "<f8", [6]]]), np.zeros(6).tobytes()),
+    "unknown version": _raw(raw_header(v=7), np.zeros(6, np.float32).tobytes()),
+    "dtype mismatch": _raw(raw_header(arrays=[["position", "<f8", [6]]]), np.zeros(6).tobytes()),
     "shape mismatch": _raw(
-        _hdr(arrays=[["position", "<f4", [2, 3]]]), np.zeros(6, np.float32).tobytes()
+        raw_header(arrays=[["position", "<f4", [2, 3]]]), np.zeros(6, np.float32).tobytes()
     ),
-    "buffer size mismatch": _raw(_hdr(), b"\x00" * 7),
-    "NaN where forbidden": _raw(_hdr(), struct.pack("<6f", *[float("nan")] * 6)),
-    "unknown family": _raw(_hdr(arrays=[]), topic=b"nonsense/x"),
+    "buffer size mismatch": _raw(raw_header(), b"\x00" * 7),
+    "NaN where forbidden": _raw(raw_header(), struct.pack("<6f", *[float("nan")] * 6)),
+    "unknown family": _raw(raw_header(arrays=[]), topic=b"nonsense/x"),
 }
 
 
@@ -162,7 +147,7 @@ def test_subscriber_validates_what_it_receives(bus_cfg: BusConfig) -> None:
     raw = ctx.socket(zmq.PUB)
     raw.linger = 0
     raw.bind(bus_cfg.sub)
-    good = _raw(_hdr(src="good"), np.zeros(6, np.float32).tobytes())
+    good = _raw(raw_header(src="good"), np.zeros(6, np.float32).tobytes())
     with Subscriber(bus_cfg, ["state/"], mode="every") as sub:
 
         def got_good() -> bool:

@@ -12,6 +12,8 @@ import zmq
 from bus.schema import SchemaError, validate
 from bus.wire import VERSION, Encoder, Message, WireError, decode, encode, pack_data
 
+from conftest import raw_header
+
 
 def frames_of(msg: Message) -> list[bytes]:
     return [bytes(f) for f in Encoder("test").encode(msg)]
@@ -56,17 +58,7 @@ def test_arrays_are_sent_and_received_without_copies() -> None:
 
 
 def _header(**over: object) -> bytes:
-    header = {
-        "v": VERSION,
-        "seq": 1,
-        "src": "x",
-        "t_cap": 0.0,
-        "t_send": 0.0,
-        "arrays": [["position", "<f4", [6]]],
-        "data": {},
-    }
-    header.update(over)
-    return msgpack.packb(header)
+    return msgpack.packb(raw_header(**over))
 
 
 GOOD_STATE = np.zeros(6, np.float32).tobytes()
