@@ -15,6 +15,7 @@ import yaml
 
 from bus import BusConfig, Message, Publisher, Subscriber, clock
 from drivers.backoff import Backoff
+from drivers.estop_latch import EstopLatch
 from drivers.safety import WAITING_FOR_FIRST_GOAL
 from drivers.servo import (
     JOINTS,
@@ -326,6 +327,59 @@ def test_two_sim_arms_follow_goals_within_limits(tmp_path, bus_cfg, procs, probe
     health = probe.health()
     assert health["rate_target_hz"] == 100 and health["ticks"] > 0
     assert health["arms"]["right_arm"]["goals_clamped_range"] > 0
+
+
+def test_estop_survives_a_crash_of_the_servo_process(
+    tmp_path, bus_cfg, procs, probe, goals
+) -> None:
+    latch = tmp_path / "run" / "estop-latch.json"
+    config = write_config(tmp_path, bus_cfg, {"arm": {"driver": "sim"}},
+                          estop_latch_file=str(latch))
+    servo = start_servo(procs, config)
+    stream = goals()
+    stream.goal = np.array([10.0, 0, 0, 0, 0, 50])
+    probe.wait_hold(False, "goals resumed")
+    with Publisher(bus_cfg, "test-estop") as estop:
+        assert estop.wait_for_subscriber("event/estop", 30)
+        estop.publish("event/estop", data={"engaged": True, "reason": "hand in the cell"})
+        wait_until(lambda: probe.arm().get("estop"), what="e-stop engaged")
+        assert "hand in the cell" in latch.read_text()
+
+        assert servo.stop(signal.SIGKILL) == -signal.SIGKILL  # a crash: no clean shutdown
+        restarted = clock.now()
+        servo = start_servo(procs, config)
+        assert "e-stop still engaged from before this start: hand in the cell" in servo.output()
+        stream.goal = np.array([-30.0, 0, 0, 0, 0, 50])  # the policy kept sending: refused
+
+        def refusing() -> dict | None:  # a health report of the restarted process only
+            msg = probe.poll().newest.get("health/servo")
+            arm = msg.data["arms"]["arm"] if msg and msg.t_cap > restarted else {}
+            return arm if arm.get("goals_rejected", {}).get("estop", 0) >= 5 else None
+
+        arm = wait_until(refusing, what="goals refused by the restarted servo")
+        assert arm["estop"] and arm["goals_applied"] == 0
+
+        estop.publish("event/estop", data={"engaged": False, "reason": "cell clear"})
+        wait_until(lambda: (msg := probe.state()) is not None
+                   and msg.arrays["position"][0] < -20, what="moving after the clear")
+        assert not latch.exists()
+
+
+def test_estop_latch_file_fails_safe(tmp_path, caplog) -> None:
+    latch = EstopLatch(tmp_path / "latch.json")
+    assert latch.engaged() is None
+    latch.engage("test")
+    assert latch.engaged().startswith("test (engaged ")
+    latch.path.write_text("{not json")  # a torn or edited file still counts as engaged
+    assert "unreadable latch file" in latch.engaged()
+    latch.clear()
+    assert latch.engaged() is None and not latch.path.exists()
+
+    (tmp_path / "a-file").write_text("")
+    blocked = EstopLatch(tmp_path / "a-file" / "latch.json")  # cannot be written
+    blocked.engage("test")
+    assert "NOT latched" in caplog.text
+    assert EstopLatch(None).engaged() is None  # memory only: nothing to read or write
 
 
 # -- bad config: one line, exit code 2 ---------------------------------------------------------

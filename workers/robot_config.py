@@ -71,6 +71,10 @@ class ServoSettings:
     # When the process stops or crashes: "hold" (torque stays on at the present position) or
     # "release" (torque off: the arm goes limp and falls under gravity).
     on_exit: str = "hold"
+    # Remember an engaged e-stop in this file, so a crashed or restarted servo process comes back
+    # stopped; only an explicit clear (`engaged: false`) removes it. Empty: memory only. The
+    # stack sets $SO101_RUN_DIR/estop-latch.json.
+    estop_latch_file: str = ""
 
 
 @dataclass

@@ -5,7 +5,8 @@
 At the control rate (30 Hz default, up to 100 Hz, on a fixed monotonic schedule) it reads each
 arm, publishes `state/<arm>`, and writes the goal drivers.safety allows. Between ticks it waits
 on the bus, so a new `action/<arm>` goal reaches the servos at once rather than at the next tick,
-and an `event/estop` stops every arm at once. Holds and resumes are published on `event/hold`.
+and an `event/estop` stops every arm at once (latched on disk with `servo.estop_latch_file`, so a
+restart does not release it). Holds and resumes are published on `event/hold`.
 When the process stops (or crashes), each arm is left per `servo.on_exit`: hold or release.
 """
 
@@ -20,6 +21,7 @@ import numpy as np
 from bus import Message, Publisher, Subscriber, clock, topics
 from bus.health import HealthReporter
 from bus.log import Throttle, warn_throttled
+from drivers.estop_latch import EstopLatch
 from drivers.safety import GoalGuard, SafetyLimits, joint_limits, per_joint
 from drivers.servo import (
     JOINTS,
@@ -212,6 +214,13 @@ def main() -> None:
                  np.round(limits[arm.name].lower, 1).tolist(),
                  np.round(limits[arm.name].upper, 1).tolist())
         arm.connect()
+    latch = EstopLatch(cfg.servo.estop_latch_file)
+    latched = latch.engaged()
+    if latched:
+        log.warning("e-stop still engaged from before this start: %s. Arms hold until a clear "
+                    "(dashboard: clear e-stop)", latched)
+        for arm in arms:
+            arm.estop(True, f"latched: {latched}", time.monotonic())
 
     period = 1.0 / cfg.servo.rate_hz
     ticks, lateness, busy = RateMeter(), MillisWindow("tick_jitter"), MillisWindow("tick_busy")
@@ -231,6 +240,10 @@ def main() -> None:
             reason = str(estop.data.get("reason") or f"from {estop.src}")
             for arm in arms:
                 arm.estop(engaged, reason, time.monotonic())
+            if engaged:  # after the arms: stopping them comes first
+                latch.engage(reason)
+            else:
+                latch.clear()
         for arm in arms:
             msg = sub.take(topics.action(arm.name))
             if msg is not None:
