@@ -2,9 +2,8 @@
 
 End to end, supervisord is started the way the image starts it (scripts/docker-entrypoint.sh,
 outside Docker) with the repository's own supervisord.conf, on private ipc endpoints, a private
-dashboard port, and logs, socket and pidfile under temporary folders. The policy is the shipped
-checkpoint when checkpoints/<task>_real/checkpoint-best is there, else the stand-in (the same
-service without a model: SO101_POLICY=stand_in).
+dashboard port, and logs, socket and pidfile under temporary folders. The policy is the task's
+shipped checkpoint (checkpoints/<task>_real/checkpoint-best), served by the real policy worker.
 """
 
 from __future__ import annotations
@@ -220,10 +219,9 @@ class Stack:
         bus_yaml = self.short / "bus.yaml"
         bus_yaml.write_text("bus:\n" + "".join(f"  {k}: {v}\n"
                                                 for k, v in self.bus.endpoints().items()))
-        real = (self.task.checkpoint / "config.json").exists()
-        self.policy = "policy" if real else "stand_in_policy"
+        assert (self.task.checkpoint / "config.json").exists(), f"{task}: no shipped checkpoint"
         self.env = clean_env(**{
-            "TASK": task, "SO101_POLICY": self.policy, "SO101_BUS_CONFIG": str(bus_yaml),
+            "TASK": task, "SO101_POLICY": "policy", "SO101_BUS_CONFIG": str(bus_yaml),
             "SO101_LOG_DIR": str(self.logs), "SO101_RUN_DIR": str(self.short / "run"),
             "SO101_DASHBOARD_ARGS": f"--port={free_port()}", **env})
         self.sock = f"unix://{self.short}/run/supervisor.sock"
