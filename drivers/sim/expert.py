@@ -45,8 +45,9 @@ def _jaw_axis(cube_quat: list[float], cube_xy: np.ndarray, base_xy: np.ndarray) 
     """The cube face normal closest to the arm's radial direction (roll stays near zero)."""
     yaw = _yaw(cube_quat)
     radial = (cube_xy - base_xy) / np.linalg.norm(cube_xy - base_xy)
-    normals = [np.array([np.cos(yaw + k * np.pi / 2), np.sin(yaw + k * np.pi / 2), 0.0])
-               for k in range(2)]
+    normals = [
+        np.array([np.cos(yaw + k * np.pi / 2), np.sin(yaw + k * np.pi / 2), 0.0]) for k in range(2)
+    ]
     return max(normals, key=lambda n: abs(n[:2] @ radial))
 
 
@@ -98,8 +99,9 @@ class ArmPlanner:
         self.point = self.ik.grasp_point(self.q)
 
 
-def pick_and_place(cube_pos: np.ndarray, cube_quat: list[float], place: np.ndarray | None,
-                   base_xy: np.ndarray) -> tuple[list[Segment], np.ndarray]:
+def pick_and_place(
+    cube_pos: np.ndarray, cube_quat: list[float], place: np.ndarray | None, base_xy: np.ndarray
+) -> tuple[list[Segment], np.ndarray]:
     """Segments to grasp a cube and lift it (place None) or set it down at `place`."""
     top = cube_pos[2] + scenes.CUBE_HALF
     grasp = np.array([cube_pos[0], cube_pos[1], cube_pos[2] + 0.004])
@@ -132,12 +134,15 @@ class ExpertPlan:
 
     def goals_at(self, t: float) -> dict[str, np.ndarray]:
         """Goals at `t` s after the reset (the last one once the plan is over)."""
-        return {arm: g[int(np.clip(round(t * self.fps), 0, len(g) - 1))]
-                for arm, g in self.goals.items()}
+        return {
+            arm: g[int(np.clip(round(t * self.fps), 0, len(g) - 1))]
+            for arm, g in self.goals.items()
+        }
 
 
-def plan_episode(task: str, cubes: dict[str, list[float]], fps: float = 30.0,
-                 model=None) -> ExpertPlan:
+def plan_episode(
+    task: str, cubes: dict[str, list[float]], fps: float = 30.0, model=None
+) -> ExpertPlan:
     """The expert's trajectory for a scene's initial cube poses (EpisodeInit.cubes)."""
     spec = scenes.scene_spec(task)
     model = model if model is not None else scenes.build_model(task)
@@ -160,8 +165,13 @@ def plan_episode(task: str, cubes: dict[str, list[float]], fps: float = 30.0,
         jobs.sort(key=lambda job: job[0] != "left_arm")  # left first
     else:
         blue = pos["blue"]
-        jobs.append((side_of("red"), "red",
-                     np.array([blue[0], blue[1], blue[2] + 2 * scenes.CUBE_HALF + 0.006])))
+        jobs.append(
+            (
+                side_of("red"),
+                "red",
+                np.array([blue[0], blue[1], blue[2] + 2 * scenes.CUBE_HALF + 0.006]),
+            )
+        )
 
     for arm, cube, place in jobs:
         planner = planners[arm]
@@ -178,5 +188,6 @@ def plan_episode(task: str, cubes: dict[str, list[float]], fps: float = 30.0,
     end = max(len(p.frames) for p in planners.values()) + int(fps)
     for planner in planners.values():
         planner.hold((end - len(planner.frames)) / fps)
-    return ExpertPlan(fps, {arm: np.array(p.frames, dtype=np.float32)
-                            for arm, p in planners.items()})
+    return ExpertPlan(
+        fps, {arm: np.array(p.frames, dtype=np.float32) for arm, p in planners.items()}
+    )

@@ -49,8 +49,9 @@ class TopDownIK:
     def grasp_point(self, q: np.ndarray) -> np.ndarray:
         return self._fk(np.asarray(q[:5], dtype=np.float64))[0]
 
-    def solve(self, target: np.ndarray, jaw_axis: np.ndarray, q0: np.ndarray,
-              iterations: int = 60) -> tuple[np.ndarray, float]:
+    def solve(
+        self, target: np.ndarray, jaw_axis: np.ndarray, q0: np.ndarray, iterations: int = 60
+    ) -> tuple[np.ndarray, float]:
         """Body joint angles (5, radians) putting the grasp point at `target` with the jaws
         down and closing along `jaw_axis` (either sign); and the position error left (m)."""
         q = np.array(q0[:5], dtype=np.float64)
@@ -64,11 +65,14 @@ class TopDownIK:
             axis = jaw_axis if jaw @ jaw_axis >= 0 else -jaw_axis
             e_pos = target - point
             err = float(np.linalg.norm(e_pos))
-            residual = np.concatenate([e_pos, 0.3 * np.cross(approach, DOWN),
-                                       0.3 * np.cross(jaw, axis)])
+            residual = np.concatenate(
+                [e_pos, 0.3 * np.cross(approach, DOWN), 0.3 * np.cross(jaw, axis)]
+            )
             if err < 2e-4 and np.linalg.norm(residual[3:]) < 2e-3:
                 break
-            mujoco.mj_jac(self.model, self.data, jacp, jacr, point, self.model.site_bodyid[self.site])
+            mujoco.mj_jac(
+                self.model, self.data, jacp, jacr, point, self.model.site_bodyid[self.site]
+            )
             jac = np.vstack([jacp[:, dofs], 0.3 * jacr[:, dofs], 0.3 * jacr[:, dofs]])
             damping = 1e-4
             dq = jac.T @ np.linalg.solve(jac @ jac.T + damping * np.eye(9), residual)

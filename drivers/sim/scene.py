@@ -47,10 +47,20 @@ class SceneSpec:
 
 SCENES = {
     "lift": SceneSpec("lift", ("arm",), ("front",), ("red",), ()),
-    "sort": SceneSpec("sort", ("left_arm", "right_arm"), ("front", "left_wrist", "right_wrist"),
-                      ("red", "blue"), ("red", "blue")),
-    "stack": SceneSpec("stack", ("left_arm", "right_arm"), ("front", "left_wrist", "right_wrist"),
-                       ("red", "blue"), ()),
+    "sort": SceneSpec(
+        "sort",
+        ("left_arm", "right_arm"),
+        ("front", "left_wrist", "right_wrist"),
+        ("red", "blue"),
+        ("red", "blue"),
+    ),
+    "stack": SceneSpec(
+        "stack",
+        ("left_arm", "right_arm"),
+        ("front", "left_wrist", "right_wrist"),
+        ("red", "blue"),
+        (),
+    ),
 }
 BIN_CENTRES = {"red": (0.10, 0.0), "blue": (0.21, 0.0)}  # sort: bins on the centre line
 ARM_BASES = {"arm": (0.0, 0.0), "left_arm": (0.0, ARM_Y), "right_arm": (0.0, -ARM_Y)}
@@ -86,20 +96,37 @@ def _load_arm(path: Path) -> mujoco.MjSpec:
 def _add_cube(world: mujoco.MjsBody, name: str, rgba: tuple) -> None:
     body = world.add_body(name=name, pos=[0.2, 0.0, CUBE_HALF])
     body.add_freejoint(name=name)
-    body.add_geom(name=name, type=mujoco.mjtGeom.mjGEOM_BOX, size=[CUBE_HALF] * 3,
-                  mass=CUBE_MASS, rgba=list(rgba), friction=[1.2, 0.02, 0.002], condim=4)
+    body.add_geom(
+        name=name,
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[CUBE_HALF] * 3,
+        mass=CUBE_MASS,
+        rgba=list(rgba),
+        friction=[1.2, 0.02, 0.002],
+        condim=4,
+    )
 
 
 def _add_bin(world: mujoco.MjsBody, name: str, centre: tuple[float, float], rgba: tuple) -> None:
     body = world.add_body(name=f"bin_{name}", pos=[centre[0], centre[1], 0.0])
     wall = 0.003
     h = BIN_WALL_HALF_H
-    body.add_geom(name=f"bin_{name}_floor", type=mujoco.mjtGeom.mjGEOM_BOX,
-                  size=[BIN_HALF + wall, BIN_HALF + wall, 0.001], pos=[0, 0, 0.001], rgba=rgba)
+    body.add_geom(
+        name=f"bin_{name}_floor",
+        type=mujoco.mjtGeom.mjGEOM_BOX,
+        size=[BIN_HALF + wall, BIN_HALF + wall, 0.001],
+        pos=[0, 0, 0.001],
+        rgba=rgba,
+    )
     for i, (dx, dy) in enumerate(((1, 0), (-1, 0), (0, 1), (0, -1))):
         size = [wall, BIN_HALF + wall, h] if dx else [BIN_HALF + wall, wall, h]
-        body.add_geom(name=f"bin_{name}_wall{i}", type=mujoco.mjtGeom.mjGEOM_BOX, size=size,
-                      pos=[dx * (BIN_HALF + wall), dy * (BIN_HALF + wall), h], rgba=rgba)
+        body.add_geom(
+            name=f"bin_{name}_wall{i}",
+            type=mujoco.mjtGeom.mjGEOM_BOX,
+            size=size,
+            pos=[dx * (BIN_HALF + wall), dy * (BIN_HALF + wall), h],
+            rgba=rgba,
+        )
 
 
 def _add_wrist_camera(spec: mujoco.MjSpec, arm: str, camera: str) -> None:
@@ -107,8 +134,12 @@ def _add_wrist_camera(spec: mujoco.MjSpec, arm: str, camera: str) -> None:
     gripper = spec.body(f"{arm}/gripper")
     # In the gripper frame the jaws point along -z; the camera sits on the back of the fixed
     # jaw's motor and looks down the jaws (its -z axis is its view direction).
-    gripper.add_camera(name=camera, pos=[0.0, 0.055, -0.02], fovy=75.0,
-                       quat=_quat_looking(np.array([0.0, -0.45, -1.0]), np.array([0, 1.0, 0])))
+    gripper.add_camera(
+        name=camera,
+        pos=[0.0, 0.055, -0.02],
+        fovy=75.0,
+        quat=_quat_looking(np.array([0.0, -0.45, -1.0]), np.array([0, 1.0, 0])),
+    )
 
 
 def _quat_looking(forward: np.ndarray, up: np.ndarray) -> list[float]:
@@ -137,10 +168,14 @@ def build_spec(task: str, arm_mjcf: Path = ARM_MJCF) -> mujoco.MjSpec:
     spec.visual.headlight.diffuse = [0.55, 0.55, 0.55]
     spec.visual.map.znear = 0.01
     world = spec.worldbody
-    world.add_geom(name="table", type=mujoco.mjtGeom.mjGEOM_PLANE, size=[0.6, 0.6, 0.01],
-                   rgba=[0.62, 0.6, 0.56, 1.0], friction=[1.0, 0.02, 0.002])
-    world.add_light(pos=[0.2, 0.0, 1.2], dir=[0, 0, -1], diffuse=[0.5, 0.5, 0.5],
-                    castshadow=False)
+    world.add_geom(
+        name="table",
+        type=mujoco.mjtGeom.mjGEOM_PLANE,
+        size=[0.6, 0.6, 0.01],
+        rgba=[0.62, 0.6, 0.56, 1.0],
+        friction=[1.0, 0.02, 0.002],
+    )
+    world.add_light(pos=[0.2, 0.0, 1.2], dir=[0, 0, -1], diffuse=[0.5, 0.5, 0.5], castshadow=False)
     for arm in scene.arms:
         x, y = ARM_BASES[arm]
         frame = world.add_frame(pos=[x, y, 0.0])
@@ -150,9 +185,12 @@ def build_spec(task: str, arm_mjcf: Path = ARM_MJCF) -> mujoco.MjSpec:
     for name in scene.bins:
         _add_bin(world, name, BIN_CENTRES[name], RED if name == "red" else BLUE)
     # The front camera: across the table from the arms, looking back at them and the cubes.
-    world.add_camera(name="front", pos=[0.62, 0.0, 0.42], fovy=55.0,
-                     quat=_quat_looking(np.array([-0.62, 0.0, -0.42]) + [0.12, 0, 0],
-                                        np.array([0, 0, 1.0])))
+    world.add_camera(
+        name="front",
+        pos=[0.62, 0.0, 0.42],
+        fovy=55.0,
+        quat=_quat_looking(np.array([-0.62, 0.0, -0.42]) + [0.12, 0, 0], np.array([0, 0, 1.0])),
+    )
     if len(scene.arms) == 2:
         _add_wrist_camera(spec, "left_arm", "left_wrist")
         _add_wrist_camera(spec, "right_arm", "right_wrist")

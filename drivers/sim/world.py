@@ -58,8 +58,11 @@ class ArmJoints:
         self.hi = model.jnt_range[[model.joint(f"{arm}/{j}").id for j in JOINTS], 1].copy()
         self.gain = model.actuator_gainprm[self.act, 0].copy()
         self.bias = model.actuator_biasprm[self.act, :3].copy()
-        self.geoms = {g for g in range(model.ngeom)
-                      if model.body(model.geom_bodyid[g]).name.startswith(f"{arm}/")}
+        self.geoms = {
+            g
+            for g in range(model.ngeom)
+            if model.body(model.geom_bodyid[g]).name.startswith(f"{arm}/")
+        }
 
     def to_units(self, q: np.ndarray) -> np.ndarray:
         out = np.degrees(q)
@@ -92,6 +95,7 @@ class SimWorld:
         self._torque = dict.fromkeys(self.arms, True)
         self._since: float | None = None  # when the success condition began to hold
         self.init: EpisodeInit | None = None
+        self.resets = 0  # the physics clock starts again at 0 with each
         self.reset(0)
 
     # -- arms --------------------------------------------------------------------------------
@@ -153,11 +157,15 @@ class SimWorld:
                 self.data.ctrl[j.act] = q
             for name, pose in cubes.items():
                 adr = self.cube_qpos[name]
-                self.data.qpos[adr:adr + 7] = pose
+                self.data.qpos[adr : adr + 7] = pose
             mujoco.mj_forward(self.model, self.data)
         self._since = None
-        self.init = EpisodeInit(seed, {k: np.round(v, 6).tolist() for k, v in cubes.items()},
-                                {a: START_POSE.tolist() for a in self.arms})
+        self.resets += 1
+        self.init = EpisodeInit(
+            seed,
+            {k: np.round(v, 6).tolist() for k, v in cubes.items()},
+            {a: START_POSE.tolist() for a in self.arms},
+        )
         return self.init
 
     def cube_position(self, name: str) -> np.ndarray:
@@ -167,7 +175,7 @@ class SimWorld:
     def cube_speed(self, name: str) -> float:
         adr = self.model.joint(name).dofadr[0]
         with self.lock:
-            return float(np.linalg.norm(self.data.qvel[adr:adr + 3]))
+            return float(np.linalg.norm(self.data.qvel[adr : adr + 3]))
 
     def touching_arm(self, cube: str) -> bool:
         """Is any arm geom in contact with the cube (is it still held or pushed)?"""
@@ -175,7 +183,9 @@ class SimWorld:
         arm_geoms = set().union(*(j.geoms for j in self.arms.values()))
         with self.lock:
             for c in self.data.contact[: self.data.ncon]:
-                if (c.geom1 == g and c.geom2 in arm_geoms) or (c.geom2 == g and c.geom1 in arm_geoms):
+                if (c.geom1 == g and c.geom2 in arm_geoms) or (
+                    c.geom2 == g and c.geom1 in arm_geoms
+                ):
                     return True
         return False
 
@@ -205,16 +215,25 @@ class SimWorld:
         if task == "sort":
             return all(self._in_bin(c) for c in ("red", "blue"))
         red, blue = self.cube_position("red"), self.cube_position("blue")
-        on_top = (np.linalg.norm(red[:2] - blue[:2]) < scenes.CUBE_HALF
-                  and abs(red[2] - blue[2] - 2 * scenes.CUBE_HALF) < 0.006)
-        return (on_top and self.cube_speed("red") < REST_SPEED
-                and self.cube_speed("blue") < REST_SPEED and not self.touching_arm("red"))
+        on_top = (
+            np.linalg.norm(red[:2] - blue[:2]) < scenes.CUBE_HALF
+            and abs(red[2] - blue[2] - 2 * scenes.CUBE_HALF) < 0.006
+        )
+        return (
+            on_top
+            and self.cube_speed("red") < REST_SPEED
+            and self.cube_speed("blue") < REST_SPEED
+            and not self.touching_arm("red")
+        )
 
     def _in_bin(self, cube: str) -> bool:
         p = self.cube_position(cube)
         cx, cy = scenes.BIN_CENTRES[cube]
-        inside = (abs(p[0] - cx) < scenes.BIN_HALF and abs(p[1] - cy) < scenes.BIN_HALF
-                  and p[2] < 2 * scenes.BIN_WALL_HALF_H)
+        inside = (
+            abs(p[0] - cx) < scenes.BIN_HALF
+            and abs(p[1] - cy) < scenes.BIN_HALF
+            and p[2] < 2 * scenes.BIN_WALL_HALF_H
+        )
         return inside and self.cube_speed(cube) < REST_SPEED and not self.touching_arm(cube)
 
 
@@ -241,10 +260,13 @@ def place_cubes(task: str, rng: np.random.Generator) -> dict[str, np.ndarray]:
     left, right = scenes.ARM_BASES["left_arm"][1], scenes.ARM_BASES["right_arm"][1]
     if task == "sort":
         red_left = rng.random() < 0.5
-        spots = [(rng.uniform(0.16, 0.22), side + rng.uniform(-0.04, 0.04))
-                 for side in (left, right)]
+        spots = [
+            (rng.uniform(0.16, 0.22), side + rng.uniform(-0.04, 0.04)) for side in (left, right)
+        ]
         red, blue = spots if red_left else spots[::-1]
         return {"red": pose(*red), "blue": pose(*blue)}
     side = left if rng.random() < 0.5 else right
-    return {"red": pose(rng.uniform(0.16, 0.22), side + rng.uniform(-0.04, 0.04)),
-            "blue": pose(rng.uniform(0.15, 0.2), rng.uniform(-0.03, 0.03))}
+    return {
+        "red": pose(rng.uniform(0.16, 0.22), side + rng.uniform(-0.04, 0.04)),
+        "blue": pose(rng.uniform(0.15, 0.2), rng.uniform(-0.03, 0.03)),
+    }

@@ -39,6 +39,8 @@ from workers.control.observe import ObservationBuilder
 from workers.control.plan import ActionPlan, LatencyEstimate, stall_bound_fraction
 from workers.tasks import get_task, service_name
 
+SIM_TOPIC = topics.event("sim")
+
 
 @dataclass
 class ControlConfig:
@@ -62,6 +64,11 @@ class ControlConfig:
     # Cameras to send (empty = the task's).
     cameras: list[str] = field(default_factory=list)
     name: str = "control"
+    # Episode k carries seed `seed + k` in its start marker (the simulator builds the scene from
+    # it, so any episode can be replayed exactly).
+    seed: int = 0
+    # End an episode when the simulator reports its outcome (event/sim), not at episode_s.
+    end_on_outcome: bool = True
     # Seconds to wait at start for someone (recorder, dashboard) to hear event/episode.
     wait_for_listeners: float = 2.0
 
@@ -89,14 +96,19 @@ class LoopStats:
 
         minutes = max((self.ticks - self.startup_ticks) * dt / 60, 1e-9)
         return {
-            "ticks": self.ticks, "loop_hz": round(self.ticks / max(1e-9, time.monotonic()
-                                                                   - self.started), 2),
-            "jitter_p99_ms": p(self.jitter_ms, 99), "stall_ticks": self.stall_ticks,
+            "ticks": self.ticks,
+            "loop_hz": round(self.ticks / max(1e-9, time.monotonic() - self.started), 2),
+            "jitter_p99_ms": p(self.jitter_ms, 99),
+            "stall_ticks": self.stall_ticks,
             "startup_ticks": self.startup_ticks,
             "stall_ms_per_min": round(self.stall_ticks * dt * 1000 / minutes, 1),
-            "actions": self.actions, "lateness_p50_ms": p(self.lateness_ms, 50),
-            "requests": self.requests, "replies": self.replies, "errors": self.errors,
-            "timeouts": self.timeouts, "holds": self.holds,
+            "actions": self.actions,
+            "lateness_p50_ms": p(self.lateness_ms, 50),
+            "requests": self.requests,
+            "replies": self.replies,
+            "errors": self.errors,
+            "timeouts": self.timeouts,
+            "holds": self.holds,
             "chunk_latency_p50_ms": p(self.latency_ms, 50),
             "obs_skew_p50_ms": p(self.skew_ms, 50),
         }
@@ -110,10 +122,11 @@ class ControlLoop:
         self.dt = 1.0 / cfg.fps
         self.service = service_name(self.task.name)
         self.arms = list(self.task.arms)
-        self.observer = ObservationBuilder(cfg.cameras or list(self.task.cameras), self.arms,
-                                           cfg.max_skew)
+        self.observer = ObservationBuilder(
+            cfg.cameras or list(self.task.cameras), self.arms, cfg.max_skew
+        )
         self.pub = Publisher(cfg.bus, cfg.name)
-        self.sub = Subscriber(cfg.bus, self.observer.topics(), mode="latest")
+        self.sub = Subscriber(cfg.bus, self.observer.topics() + [SIM_TOPIC], mode="latest")
         self.client = ServiceClient(cfg.bus, cfg.name)
         self.latency = LatencyEstimate(initial=cfg.policy_timeout / 2)
         self.stats = LoopStats()
@@ -126,15 +139,23 @@ class ControlLoop:
         self.horizon: int | None = None
         self.warned_slow = False
         self.acted = False  # an action ran in this episode
+        self.outcome: dict | None = None  # the simulator's verdict on this episode
         self.health = HealthReporter(self.pub, cfg.name, self._health)
 
     # -- reporting ---------------------------------------------------------------------------
     def _health(self) -> dict:
-        return {**self.stats.summary(self.dt), "task": self.task.name, "episode": self.episode,
-                "holding": self.holding, "hold_reason": self.why if self.holding else None,
-                "latency_estimate_ms": round(self.latency.value() * 1000, 1),
-                "skipped_actions": self.plan.skipped, "in_flight": len(self.in_flight),
-                "obs_not_sent": dict(self.observer.skipped), "schedule": self.cfg.schedule}
+        return {
+            **self.stats.summary(self.dt),
+            "task": self.task.name,
+            "episode": self.episode,
+            "holding": self.holding,
+            "hold_reason": self.why if self.holding else None,
+            "latency_estimate_ms": round(self.latency.value() * 1000, 1),
+            "skipped_actions": self.plan.skipped,
+            "in_flight": len(self.in_flight),
+            "obs_not_sent": dict(self.observer.skipped),
+            "schedule": self.cfg.schedule,
+        }
 
     def _hold(self, holding: bool, reason: str) -> None:
         """Publish hold transitions, and while holding, a changed reason (at most 1/s)."""
@@ -152,8 +173,10 @@ class ControlLoop:
         else:
             self.log.info("resumed: %s", reason)
         for arm in self.arms:
-            self.pub.publish(topics.event("hold"), data={
-                "arm": arm, "holding": holding, "reason": reason, "source": self.cfg.name})
+            self.pub.publish(
+                topics.event("hold"),
+                data={"arm": arm, "holding": holding, "reason": reason, "source": self.cfg.name},
+            )
 
     # -- policy ------------------------------------------------------------------------------
     def _should_request(self, tick: int) -> bool:
@@ -171,8 +194,13 @@ class ControlLoop:
             self.why = why_not
             return
         self.stats.skew_ms.append(self.observer.last_skew * 1000)
-        rid = self.client.send(self.service, arrays, {"t_obs": t_obs, "task": self.task.name},
-                               timeout=self.cfg.policy_timeout, t_cap=t_obs)
+        rid = self.client.send(
+            self.service,
+            arrays,
+            {"t_obs": t_obs, "task": self.task.name},
+            timeout=self.cfg.policy_timeout,
+            t_cap=t_obs,
+        )
         self.in_flight[rid] = (time.monotonic(), t_obs, self.episode)
         self.stats.requests += 1
 
@@ -199,19 +227,32 @@ class ControlLoop:
         actions = result.arrays["actions"]
         if actions.ndim != 2 or actions.shape[1] != self.task.action_dim:
             self.stats.errors += 1
-            self.why = (f"policy returned actions of shape {tuple(actions.shape)}, expected "
-                        f"(horizon, {self.task.action_dim})")
+            self.why = (
+                f"policy returned actions of shape {tuple(actions.shape)}, expected "
+                f"(horizon, {self.task.action_dim})"
+            )
             self.log.warning("%s", self.why)
             return
         self.horizon = actions.shape[0]
         first = tick + 1 if self.cfg.schedule == "sync" else None
         stale = self.plan.add(actions, t_obs, first_tick=first)
         if stale == len(actions):
-            self.why = (f"chunk arrived too late: all {stale} actions were past "
-                        f"(latency {latency * 1000:.0f} ms, chunk {stale * self.dt * 1000:.0f} ms)")
-        self.pub.publish(topics.chunk(self.task.name), {"actions": actions},
-                         {"t_obs": t_obs, "dt": self.dt, "arms": self.arms,
-                          "latency_s": round(latency, 4), "episode": self.episode}, t_cap=t_obs)
+            self.why = (
+                f"chunk arrived too late: all {stale} actions were past "
+                f"(latency {latency * 1000:.0f} ms, chunk {stale * self.dt * 1000:.0f} ms)"
+            )
+        self.pub.publish(
+            topics.chunk(self.task.name),
+            {"actions": actions},
+            {
+                "t_obs": t_obs,
+                "dt": self.dt,
+                "arms": self.arms,
+                "latency_s": round(latency, 4),
+                "episode": self.episode,
+            },
+            t_cap=t_obs,
+        )
         self._check_fast_enough()
 
     def _check_fast_enough(self) -> None:
@@ -221,18 +262,28 @@ class ControlLoop:
         if len(self.latency.samples) >= 3 and latency > chunk / 2:
             self.warned_slow = True
             bound = stall_bound_fraction(latency, self.horizon, self.dt)
-            text = (f"policy too slow: latency {latency * 1000:.0f} ms vs chunk "
-                    f"{chunk * 1000:.0f} ms ({self.horizon} actions at {self.cfg.fps:g} Hz); "
-                    f"one worker can only run without stalls while latency <= "
-                    f"{chunk * 500:.0f} ms. Expect at least {bound * 60000:.0f} ms of stall per "
-                    f"minute. Fix: a faster policy (fewer diffusion steps, a GPU), a longer "
-                    f"horizon (>= {int(np.ceil(2 * latency / self.dt))} actions), or another "
-                    f"policy worker.")
+            text = (
+                f"policy too slow: latency {latency * 1000:.0f} ms vs chunk "
+                f"{chunk * 1000:.0f} ms ({self.horizon} actions at {self.cfg.fps:g} Hz); "
+                f"one worker can only run without stalls while latency <= "
+                f"{chunk * 500:.0f} ms. Expect at least {bound * 60000:.0f} ms of stall per "
+                f"minute. Fix: a faster policy (fewer diffusion steps, a GPU), a longer "
+                f"horizon (>= {int(np.ceil(2 * latency / self.dt))} actions), or another "
+                f"policy worker."
+            )
             self.log.warning("%s", text)
-            self.pub.publish(topics.event("control"), data={
-                "kind": "policy_too_slow", "text": text, "latency_ms": latency * 1000,
-                "chunk_ms": chunk * 1000, "stall_bound_ms_per_min": bound * 60000,
-                "horizon": self.horizon, "fps": self.cfg.fps})
+            self.pub.publish(
+                topics.event("control"),
+                data={
+                    "kind": "policy_too_slow",
+                    "text": text,
+                    "latency_ms": latency * 1000,
+                    "chunk_ms": chunk * 1000,
+                    "stall_bound_ms_per_min": bound * 60000,
+                    "horizon": self.horizon,
+                    "fps": self.cfg.fps,
+                },
+            )
 
     # -- the tick ----------------------------------------------------------------------------
     def tick(self, tick: int) -> None:
@@ -259,8 +310,11 @@ class ControlLoop:
         self.stats.lateness_ms.append((t_pub - slot.intended) * 1000)
         goal = slot.action
         for i, arm in enumerate(self.arms):
-            self.pub.publish(topics.action(arm), {"goal": goal[i * 6:(i + 1) * 6]},
-                             {"t_exec": t_tick, "t_obs": slot.intended, "episode": self.episode})
+            self.pub.publish(
+                topics.action(arm),
+                {"goal": goal[i * 6 : (i + 1) * 6]},
+                {"t_exec": t_tick, "t_obs": slot.intended, "episode": self.episode},
+            )
 
     def _wait_until(self, due: float, tick: int) -> None:
         """Until tick `tick` is due: take replies the moment they arrive and send the next
@@ -281,9 +335,21 @@ class ControlLoop:
         self.warned_slow = False
         self.acted = False
         self.stats = LoopStats()  # health and the stop marker report this episode
-        self.pub.publish(topics.event("episode"), data={
-            "phase": "start", "episode": episode, "task": self.task.name,
-            "source": self.cfg.name, "fps": self.cfg.fps})
+        self.outcome = None
+        self.sub.take(SIM_TOPIC)  # an outcome from before this episode is not its outcome
+        # Observations only from after the start: a simulator resets the scene on this marker.
+        self.observer.not_before = now()
+        self.pub.publish(
+            topics.event("episode"),
+            data={
+                "phase": "start",
+                "episode": episode,
+                "task": self.task.name,
+                "source": self.cfg.name,
+                "fps": self.cfg.fps,
+                "seed": self.cfg.seed + episode,
+            },
+        )
         self.log.info("episode %d: start (%.0f s)", episode, self.cfg.episode_s)
         start = time.monotonic()
         # The plan's epoch and this schedule start together: tick k is due at start + k*dt.
@@ -297,10 +363,35 @@ class ControlLoop:
             self.stats.jitter_ms.append((time.monotonic() - due) * 1000)
             self.tick(tick)
             self.health.tick()
-        self.pub.publish(topics.event("episode"), data={
-            "phase": "stop", "episode": episode, "task": self.task.name, "source": self.cfg.name,
-            "stats": {**self.stats.summary(self.dt), "skipped_actions": self.plan.skipped}})
+            if self._episode_outcome(episode):
+                break
+        self.pub.publish(
+            topics.event("episode"),
+            data={
+                "phase": "stop",
+                "episode": episode,
+                "task": self.task.name,
+                "source": self.cfg.name,
+                "seed": self.cfg.seed + episode,
+                "outcome": self.outcome,
+                "stats": {**self.stats.summary(self.dt), "skipped_actions": self.plan.skipped},
+            },
+        )
         self.log.info("episode %d: stop; %s", episode, self.stats.summary(self.dt))
+
+    def _episode_outcome(self, episode: int) -> bool:
+        """True when the simulator has judged this episode and the loop should end it."""
+        msg = self.sub.take(SIM_TOPIC)
+        if msg is None or msg.data.get("phase") != "outcome" or msg.data.get("episode") != episode:
+            return False
+        self.outcome = {k: msg.data.get(k) for k in ("success", "reason", "time_s")}
+        self.log.info(
+            "episode %d: %s (%s)",
+            episode,
+            "success" if self.outcome["success"] else "failure",
+            self.outcome["reason"],
+        )
+        return self.cfg.end_on_outcome
 
     def close(self) -> None:
         self.health.tick(force=True)
@@ -323,11 +414,21 @@ def main() -> None:
         raise SystemExit(2) from None
     # Episode markers must not fall into ZeroMQ's slow-joiner window.
     if not loop.pub.wait_for_subscriber(topics.event("episode"), cfg.wait_for_listeners):
-        log.info("no listener for event/episode after %.0f s; starting anyway",
-                 cfg.wait_for_listeners)
-    log.info("ready: task %s at %g Hz, schedule %s, blend %s, policy %s (timeout %.1f s), "
-             "episodes %s of %.0f s", loop.task.name, cfg.fps, cfg.schedule, cfg.blend,
-             loop.service, cfg.policy_timeout, cfg.episodes or "unlimited", cfg.episode_s)
+        log.info(
+            "no listener for event/episode after %.0f s; starting anyway", cfg.wait_for_listeners
+        )
+    log.info(
+        "ready: task %s at %g Hz, schedule %s, blend %s, policy %s (timeout %.1f s), "
+        "episodes %s of %.0f s",
+        loop.task.name,
+        cfg.fps,
+        cfg.schedule,
+        cfg.blend,
+        loop.service,
+        cfg.policy_timeout,
+        cfg.episodes or "unlimited",
+        cfg.episode_s,
+    )
     episode = 0
     while not stop.is_set() and (cfg.episodes == 0 or episode < cfg.episodes):
         loop.run_episode(stop, episode)

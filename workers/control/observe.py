@@ -19,12 +19,14 @@ class ObservationBuilder:
         self.max_skew = max_skew
         self.skipped: Counter[str] = Counter()
         self.last_skew = 0.0
+        self.not_before = 0.0  # parts captured earlier (before the episode started) wait
 
     def topics(self) -> list[str]:
         return [topics.camera(c) for c in self.cameras] + [topics.state(a) for a in self.arms]
 
-    def build(self, newest: dict[str, Message], t_obs: float
-              ) -> tuple[dict[str, np.ndarray], str | None]:
+    def build(
+        self, newest: dict[str, Message], t_obs: float
+    ) -> tuple[dict[str, np.ndarray], str | None]:
         """(arrays for the policy request, None) or ({}, why not)."""
         parts = {}
         for topic in self.topics():
@@ -32,11 +34,16 @@ class ObservationBuilder:
             if msg is None:
                 self.skipped[f"{topic} missing"] += 1
                 return {}, f"no {topic} received yet"
+            if msg.t_cap < self.not_before:
+                self.skipped[f"{topic} before the episode"] += 1
+                return {}, f"waiting for {topic} from after the episode start"
             age = t_obs - msg.t_cap
             if age > self.max_skew:
                 self.skipped[f"{topic} lags"] += 1
-                return {}, (f"{topic} lags {age * 1000:.0f} ms behind the observation time "
-                            f"(max skew {self.max_skew * 1000:.0f} ms)")
+                return {}, (
+                    f"{topic} lags {age * 1000:.0f} ms behind the observation time "
+                    f"(max skew {self.max_skew * 1000:.0f} ms)"
+                )
             parts[topic] = msg
         stamps = [m.t_cap for m in parts.values()]
         self.last_skew = max(stamps) - min(stamps)
