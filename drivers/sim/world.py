@@ -151,7 +151,7 @@ class SimWorld:
         cubes = place_cubes(self.scene.task, rng)
         with self.lock:
             mujoco.mj_resetData(self.model, self.data)
-            for arm, j in self.arms.items():
+            for j in self.arms.values():
                 q = j.to_radians(START_POSE)
                 self.data.qpos[j.qpos] = q
                 self.data.ctrl[j.act] = q
