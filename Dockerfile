@@ -50,10 +50,13 @@ RUN --mount=type=cache,target=/root/.cache/uv \
 # ---- runtime -------------------------------------------------------------------------------
 FROM ${CUDA_IMAGE} AS runtime
 ARG DEBIAN_FRONTEND=noninteractive
-# python3.12 unpinned as in the build stage (DL3008).
+# python3.12 unpinned as in the build stage (DL3008). The EGL libraries: the simulator
+# (SO101_PROFILE=sim) renders its cameras headless with MuJoCo's EGL backend (Mesa in software;
+# with `--gpus all` NVIDIA's EGL).
 # hadolint ignore=DL3008
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3.12 \
+    && apt-get install -y --no-install-recommends python3.12 libegl1 libegl-mesa0 \
+        libgl1-mesa-dri libgl1 \
     && rm -rf /var/lib/apt/lists/* \
     && useradd --create-home --uid 10001 --user-group --shell /usr/sbin/nologin so101
 WORKDIR /app
@@ -75,7 +78,8 @@ ENV PATH=/app/.venv/bin:$PATH \
     SO101_PROFILE=fake \
     SO101_DASHBOARD_ARGS=--host=0.0.0.0 \
     HF_HUB_OFFLINE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    MUJOCO_GL=egl
 # so101, by number (hadolint DL3066: a name may not resolve on the host side).
 USER 10001:10001
 # The dashboard. The bus stays on loopback inside the container unless given keys (README).

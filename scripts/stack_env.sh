@@ -30,6 +30,7 @@ _so101_stack_env() {
     export SO101_RUN_DIR="${SO101_RUN_DIR:-$SO101_HOME/run}"
     export SO101_POLICY_ARGS="${SO101_POLICY_ARGS:-}"
     export SO101_REPLAY_ARGS="${SO101_REPLAY_ARGS:-}"
+    export SO101_SIM_ARGS="${SO101_SIM_ARGS:-}"
     export SO101_CONTROL_ARGS="${SO101_CONTROL_ARGS:-}"
     export SO101_RECORDER_ARGS="${SO101_RECORDER_ARGS:-}"
     export SO101_DASHBOARD_ARGS="${SO101_DASHBOARD_ARGS:-}"
@@ -39,8 +40,8 @@ _so101_stack_env() {
         *) _so101_fail "TASK=$TASK is not a task: choose lift, sort or stack" || return ;;
     esac
     if [[ ! -f "$SO101_HOME/configs/supervisord/$SO101_PROFILE.conf" ]]; then
-        _so101_fail "SO101_PROFILE=$SO101_PROFILE: choose fake (replay of datasets/$TASK) or" \
-            "robot (configs/robot.yaml)" || return
+        _so101_fail "SO101_PROFILE=$SO101_PROFILE: choose fake (replay of datasets/$TASK)," \
+            "sim (MuJoCo simulator) or robot (configs/robot.yaml)" || return
     fi
     case "$DEVICE" in
         auto | cpu | cuda | cuda:[0-9]*) ;;
@@ -54,9 +55,15 @@ _so101_stack_env() {
         policy | model) SO101_POLICY=policy ;;
         stand_in | stand_in_policy | stand-in) SO101_POLICY=stand_in_policy ;;
         remote) SO101_POLICY=policy SO101_POLICY_AUTOSTART=false ;;
+        expert | expert_policy) SO101_POLICY=expert_policy ;;
         *) _so101_fail "SO101_POLICY=$SO101_POLICY: choose policy (the checkpoint), stand_in" \
-            "(no model) or remote (served from another host)" || return ;;
+            "(no model), expert (the simulator's scripted expert) or remote (served from" \
+            "another host)" || return ;;
     esac
+    if [[ "$SO101_POLICY" == expert_policy && "$SO101_PROFILE" != sim ]]; then
+        _so101_fail "SO101_POLICY=expert needs SO101_PROFILE=sim (it plans from the" \
+            "simulator's ground truth)" || return
+    fi
     case "$SO101_RECORD" in
         true | false) ;;
         *) _so101_fail "SO101_RECORD=$SO101_RECORD: choose true or false" || return ;;

@@ -3,5 +3,7 @@
 source "$(dirname "$0")/env.sh"
 # The dashboard's browser test drives Debian's Chromium (installed once, if missing).
 bash scripts/install_browser.sh
+# The simulator's tests render its cameras headless with EGL (installed once, if missing).
+bash scripts/install_render.sh
 "${UV[@]}" run --frozen ruff check .
 exec "${UV[@]}" run --frozen pytest "$@"

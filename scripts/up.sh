@@ -4,14 +4,19 @@
 #
 #   TASK=sort bash scripts/up.sh              another task
 #   SO101_PROFILE=robot bash scripts/up.sh    the real robot (configs/robot.yaml)
+#   SO101_PROFILE=sim bash scripts/up.sh      the MuJoCo simulator (SO101_POLICY=expert: the
+#                                             scripted expert as the policy)
 #   SO101_POLICY=stand_in bash scripts/up.sh  no model (before a checkpoint exists)
 #   SO101_POLICY=remote bash scripts/up.sh    the policy runs on another host (README)
 #
-# Waits until every program is RUNNING, the policy serves and (fake environment) actions reach
-# the replay, then says how to watch it. Every setting: the top of supervisord.conf.
+# Waits until every program is RUNNING, the policy serves and (fake, sim) actions reach the
+# environment (an episode ends), then says how to watch it. Every setting: the top of supervisord.conf.
 # Stop everything: bash scripts/down.sh
 source "$(dirname "$0")/env.sh"
 source scripts/stack_env.sh
+if [[ "$SO101_PROFILE" == sim ]]; then
+    bash scripts/install_render.sh  # the EGL libraries MuJoCo renders with (once, if missing)
+fi
 
 CTL=(.venv/bin/supervisorctl -c supervisord.conf)
 if [[ "$SO101_RUN_DIR" != "$SO101_HOME/run" ]]; then
@@ -19,7 +24,12 @@ if [[ "$SO101_RUN_DIR" != "$SO101_HOME/run" ]]; then
 fi
 SETTINGS="TASK=$TASK SO101_PROFILE=$SO101_PROFILE SO101_POLICY=$SO101_POLICY DEVICE=$DEVICE"
 STAMP="$SO101_RUN_DIR/stack.env"
-REPLAY_LOG="$SO101_LOG_DIR/replay.log"
+# The environment's log, and the line it writes when an episode ended with actions in it.
+case "$SO101_PROFILE" in
+    fake) ENV_LOG="$SO101_LOG_DIR/replay.log" ENV_LINE="open-loop error vs recorded actions" ;;
+    sim) ENV_LOG="$SO101_LOG_DIR/sim.log" ENV_LINE="(SUCCESS|FAILURE) after" ;;
+    *) ENV_LOG="" ENV_LINE="" ;;
+esac
 deadline=$((SECONDS + ${SO101_UP_TIMEOUT:-300}))
 
 if "${CTL[@]}" pid >/dev/null 2>&1; then
@@ -30,9 +40,9 @@ if "${CTL[@]}" pid >/dev/null 2>&1; then
         exit 1
     fi
     echo "so101: already running ($running)"
-    replay_from=1
+    env_from=1
 else
-    replay_from=$(($(stat -c %s "$REPLAY_LOG" 2>/dev/null || echo 0) + 1))
+    env_from=$(($(stat -c %s "$ENV_LOG" 2>/dev/null || echo 0) + 1))
     echo "so101: starting supervisord ($SETTINGS; logs in $SO101_LOG_DIR)"
     echo "$SETTINGS" >"$STAMP"
     .venv/bin/supervisord -c supervisord.conf
@@ -79,19 +89,20 @@ until .venv/bin/python -m bus.status --config_path="$SO101_BUS_CONFIG" \
     sleep 2
 done
 
-# Actions reach the fake environment: the replay logs its open-loop error after each episode.
-if [[ "$SO101_PROFILE" == fake ]]; then
-    echo "so101: waiting for actions to reach the replay (an episode)..."
+# Actions reach the environment: the replay logs its open-loop error after each episode, the
+# simulator each episode's outcome.
+if [[ -n "$ENV_LOG" ]]; then
+    echo "so101: waiting for actions to reach the $SO101_PROFILE environment (an episode)..."
     line=""
-    until line="$(tail -c +"$replay_from" "$REPLAY_LOG" 2>/dev/null \
-        | grep "open-loop error vs recorded actions" | tail -n 1)" && [[ -n "$line" ]]; do
+    until line="$(tail -c +"$env_from" "$ENV_LOG" 2>/dev/null \
+        | grep -E "$ENV_LINE" | tail -n 1)" && [[ -n "$line" ]]; do
         if ((SECONDS > deadline)); then
-            echo "so101: no actions reached the replay yet; see: ${CTL[*]} tail control" >&2
+            echo "so101: no episode ended yet; see: ${CTL[*]} tail control" >&2
             break
         fi
         sleep 2
     done
-    [[ -z "$line" ]] || echo "so101: actions flowing: ${line#* replay INFO }"
+    [[ -z "$line" ]] || echo "so101: actions flowing: ${line#* INFO }"
 fi
 
 port="$(grep -o -- '--port=[0-9]*' <<<"$SO101_DASHBOARD_ARGS" | cut -d= -f2 || true)"
@@ -99,8 +110,8 @@ echo "so101: up: $SETTINGS"
 echo "  status        ${CTL[*]} status"
 echo "  one process   ${CTL[*]} tail -f policy   (or tail -f $SO101_LOG_DIR/policy.log)"
 echo "  all logs      tail -f $SO101_LOG_DIR/*.log"
-if [[ "$SO101_PROFILE" == fake ]]; then
-    echo "  actions       grep 'open-loop error' $REPLAY_LOG   (a line an episode)"
+if [[ -n "$ENV_LOG" ]]; then
+    echo "  episodes      grep -E '$ENV_LINE' $ENV_LOG   (a line an episode)"
 fi
 echo "  live workers  .venv/bin/python -m bus.status --config_path=$SO101_BUS_CONFIG"
 echo "  dashboard     http://localhost:${port:-9000}"
