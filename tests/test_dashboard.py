@@ -24,6 +24,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from bus import BusConfig, Message, Publisher, Subscriber, topics
 from bus.clock import now
 from workers.dashboard import (
+    SIM_RECENT,
     BusView,
     DashboardConfig,
     Pages,
@@ -79,6 +80,57 @@ def test_view_maps_chunks_to_arms_and_reports_health() -> None:
     assert view.snapshot(now_mono=110.0)["processes"][1]["alive"] is False  # silent: not running
     later = view.snapshot(after=snap["cursor"])
     assert later["samples"] == [] and later["chunks"] == [] and later["events"] == []
+
+
+LIFTED = "cube held 5 cm above the table for 1 s"
+
+
+def sim_start(episode: int, seed: int) -> dict:
+    return {"phase": "start", "episode": episode, "seed": seed, "task": "lift",
+            "source": "control", "cubes": {"red": [0.2, 0.0, 0.015]},
+            "arms": {"arm": [0.0] * 6}}
+
+
+def sim_outcome(episode: int, seed: int, success: bool, time_s: float = 3.21) -> dict:
+    return {"phase": "outcome", "episode": episode, "seed": seed, "task": "lift",
+            "success": success, "reason": LIFTED if success else "timeout after 30 s",
+            "time_s": time_s}
+
+
+def test_view_tallies_simulated_episodes() -> None:
+    view = BusView()
+    assert view.snapshot()["sim"] is None  # no event/sim ever: the page says "no simulator"
+    episodes = SIM_RECENT + 5
+    for episode in range(episodes):
+        view.on_message(_msg("event/sim", data=sim_start(episode, 100 + episode), src="sim"))
+        view.on_message(_msg("event/sim", data=sim_outcome(episode, 100 + episode,
+                                                           success=episode % 3 != 0), src="sim"))
+    view.on_message(_msg("event/sim", data=sim_start(episodes, 100 + episodes), src="sim"))
+    # an outcome without a verdict: logged, not counted
+    view.on_message(_msg("event/sim", data={"phase": "outcome", "episode": episodes}, src="sim"))
+    view.on_message(_msg("event/episode", data={
+        "phase": "stop", "episode": 7, "task": "lift", "seed": 107,
+        "outcome": {"success": True, "reason": LIFTED, "time_s": 3.21}}, src="control"))
+    snap = view.snapshot()
+    json.dumps(snap, allow_nan=False)
+    sim = snap["sim"]
+    failures = len(range(0, episodes, 3))
+    assert (sim["successes"], sim["failures"]) == (episodes - failures, failures)
+    # a reset came after the newest outcome: that episode runs, the outcome is the previous one's
+    assert sim["running"] and sim["start"]["episode"] == episodes
+    assert sim["start"]["seed"] == 100 + episodes and "cubes" not in sim["start"]
+    last = episodes - 1
+    assert {k: sim["outcome"][k] for k in ("episode", "seed", "success", "reason", "time_s")} == {
+        "episode": last, "seed": 100 + last, "success": last % 3 != 0,
+        "reason": LIFTED if last % 3 else "timeout after 30 s", "time_s": 3.21}
+    assert [o["episode"] for o in sim["recent"]] == list(range(episodes - SIM_RECENT, episodes))
+    assert sum(e["topic"] == "event/sim" for e in snap["events"]) == 2 * episodes + 2
+    assert snap["episode"]["outcome"]["success"] and snap["episode"]["seed"] == 107
+    # the outcome lands as the episode ends: only the newest outcome line changes
+    view.on_message(_msg("event/sim", data=sim_outcome(episodes, 100 + episodes, True), src="sim"))
+    sim = view.snapshot()["sim"]
+    assert not sim["running"] and sim["outcome"]["episode"] == episodes
+    assert sim["successes"] == episodes - failures + 1 and len(sim["recent"]) == SIM_RECENT
 
 
 def test_drops_and_commands() -> None:
@@ -324,3 +376,70 @@ def test_dashboard_page_end_to_end(bus_cfg: BusConfig, hub: Proc, procs, browser
         listener.close()
     for proc in (replay, dashboard):
         assert "Traceback" not in proc.output(), proc.output()
+
+
+def rgb(locator) -> tuple[int, ...]:
+    css = locator.evaluate("(el) => getComputedStyle(el).color")
+    return tuple(int(x) for x in css[css.index("(") + 1:css.index(")")].split(",")[:3])
+
+
+def test_dashboard_page_shows_simulated_outcomes(bus_cfg: BusConfig, hub: Proc, procs,
+                                                  browser) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    port = free_port()
+    dashboard = procs("dashboard", "-m", "workers.dashboard", f"--port={port}",
+                      *bus_args(bus_cfg))
+    dashboard.wait_for_output("ready: dashboard on")
+    sim = Publisher(bus_cfg, "sim")
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    box = page.locator("#sim")
+
+    def shows(pattern: str, selector: str = "#sim") -> None:
+        page.wait_for_function(
+            "([sel, re]) => new RegExp(re).test(document.querySelector(sel).textContent)",
+            arg=[selector, pattern], timeout=DEADLINE * 1000)
+
+    try:
+        page.goto(f"http://127.0.0.1:{port}/")
+        page.wait_for_function("() => window.dash.updates > 0", timeout=DEADLINE * 1000)
+        assert "no simulator" in box.inner_text()
+        # the dashboard's subscription has reached the hub: nothing published is lost
+        assert sim.wait_for_subscriber(topics.event("sim"), DEADLINE)
+        sim.publish(topics.event("sim"), data=sim_start(3, 3))
+        shows(r"running episode 3 \(seed 3\)")
+        sim.publish(topics.event("sim"), data=sim_outcome(3, 3, success=True))
+        shows("SUCCESS")
+        outcome = box.locator(".outcome")
+        assert outcome.inner_text() == f"episode 3 (seed 3): SUCCESS in 3.2 s — {LIFTED}"
+        assert "successes 1 / 1" in box.locator(".tally").inner_text()
+        green = rgb(outcome)
+        sim.publish(topics.event("sim"), data=sim_start(4, 4))
+        sim.publish(topics.event("sim"), data=sim_outcome(4, 4, success=False, time_s=30.0))
+        shows("FAILURE")
+        assert outcome.inner_text() == ("episode 4 (seed 4): FAILURE after 30.0 s — "
+                                        "timeout after 30 s")
+        assert "successes 1 / 2" in box.locator(".tally").inner_text()
+        assert box.locator(".chip").count() == 2
+        red = rgb(outcome)
+        assert green[1] > green[0] and red[0] > red[1], (green, red)  # green, then red
+        # the event log lists them too, an outcome coloured by its verdict
+        shows("event/sim", "#events")
+        assert page.locator("#events li.bad", has_text="event/sim").count() == 1
+        assert page.locator("#events li.ok", has_text="event/sim").count() == 1
+        # the control loop's stop marker carries the same verdict: the episode panel shows it
+        assert sim.wait_for_subscriber(topics.event("episode"), DEADLINE)
+        sim.publish(topics.event("episode"), data={
+            "phase": "stop", "episode": 4, "task": "lift", "seed": 4, "source": "control",
+            "outcome": {k: v for k, v in sim_outcome(4, 4, False, 30.0).items()
+                        if k in ("success", "reason", "time_s")}})
+        shows("FAILURE after 30.0 s", "#episode")
+        assert "seed 4" in page.locator("#episode").inner_text()
+        page.locator("#sim").locator("xpath=..").screenshot(
+            path=str(ARTIFACTS / "dashboard-sim.png"))
+        assert not errors, errors
+    finally:
+        page.close()
+        sim.close(linger=0)
+    assert "Traceback" not in dashboard.output(), dashboard.output()

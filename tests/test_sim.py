@@ -49,8 +49,9 @@ def test_units_and_signs_match_a_calibrated_follower(lift_world: SimWorld) -> No
     world = lift_world
     world.reset(0)
     lower, upper = world.arms["arm"].unit_range()
-    # Body joints in degrees with 0 in the middle of the range; the gripper 0 (closed) to 100.
-    np.testing.assert_allclose(lower[:5] + upper[:5], [0, 0, 0, 0, 5.6], atol=0.1)  # wrist_roll: -157..163
+    # Body joints in degrees with 0 in the middle of the range (wrist_roll's MJCF range is
+    # -157..163, off by 5.6 degrees); the gripper 0 (closed) to 100.
+    np.testing.assert_allclose(lower[:5] + upper[:5], [0, 0, 0, 0, 5.6], atol=0.1)
     assert (lower[GRIP], upper[GRIP]) == (0.0, 100.0)
     assert 200 < upper[PAN] - lower[PAN] < 240  # the STS3215 pan covers about 220 degrees
 

@@ -52,7 +52,7 @@ STREAMS = ("camera/", "state/", "action/", "chunk/", "health/")
 # The events the page shows. Not event/estop nor event/record: the dashboard sends those, and
 # a publisher only learns that *some* subscriber covers a topic, so a subscription of its own
 # would make every press look heard. The e-stop state the page shows is what servos report.
-EVENTS = ("episode", "open_loop", "hold", "process", "camera", "control", "recorder")
+EVENTS = ("episode", "open_loop", "hold", "process", "camera", "control", "recorder", "sim")
 # Health counters shown as drops (nonzero ones), and the keys a process's rate may go by.
 DROP_KEY = re.compile(r"drop|lost|bad|late|overrun|reject|fail|stale|timeout|errors")
 RATE_KEYS = ("rate_hz", "fps_achieved", "fps", "rate", "loop_hz", "hz")
@@ -62,6 +62,7 @@ FRAME_TAG = b"F"  # first byte of a binary WebSocket message carrying a camera f
 CONTROL_TOPICS = {"estop": topics.event("estop"), "record": topics.event("record")}
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 THROTTLE = Throttle(10.0)
+SIM_RECENT = 20  # simulated episodes' outcomes listed on the page
 
 
 @dataclass
@@ -195,6 +196,44 @@ class SeqRate:
 
 
 # -- the picture of the bus ---------------------------------------------------------------------
+class SimResults:
+    """The simulator's episodes as event/sim reports them: the newest reset, the newest outcome,
+    and the tally since this dashboard started (the simulator's own tally restarts with it, and
+    with several simulators the page wants them all)."""
+
+    START_KEYS = ("episode", "seed", "task", "source")  # not the cube poses: the log has them
+    OUTCOME_KEYS = ("episode", "seed", "task", "success", "reason", "time_s")
+
+    def __init__(self, keep: int = SIM_RECENT):
+        self.start: dict | None = None
+        self.outcome: dict | None = None
+        self.running = False  # a reset came after the newest outcome
+        self.successes = 0
+        self.failures = 0
+        self.recent: deque[dict] = deque(maxlen=keep)
+
+    def see(self, data: dict, src: str, t: float) -> None:
+        phase = data.get("phase")
+        if phase == "start":
+            self.start = {k: data.get(k) for k in self.START_KEYS} | {"src": src, "t": t}
+            self.running = True
+        elif phase == "outcome" and isinstance(data.get("success"), bool):
+            # An outcome without a yes/no verdict is a sender's bug: the event log shows it, the
+            # tally does not guess.
+            self.outcome = {k: data.get(k) for k in self.OUTCOME_KEYS} | {"src": src, "t": t}
+            self.running = False
+            if self.outcome["success"]:
+                self.successes += 1
+            else:
+                self.failures += 1
+            self.recent.append(self.outcome)
+
+    def as_json(self) -> dict:
+        return {"start": self.start, "outcome": self.outcome, "running": self.running,
+                "successes": self.successes, "failures": self.failures,
+                "recent": list(self.recent)}
+
+
 class BusView:
     """What the page shows, updated from bus messages (reader thread), read as snapshots
     (event loop). Samples, events and chunks carry increasing ids so that a push carries only
@@ -217,6 +256,7 @@ class BusView:
         self.episode: dict | None = None
         self.open_loop: dict | None = None
         self.control_event: dict | None = None  # the newest event/control (a warning)
+        self.sim: SimResults | None = None  # None until some event/sim: no simulator
         self.commands: dict[str, dict] = {}  # what this dashboard sent: "estop", "record"
         self._rates: dict[str, SeqRate] = {}
         self.last_seen: float | None = None  # monotonic time of the newest message
@@ -310,6 +350,9 @@ class BusView:
             self.open_loop = {**data, "t": t}
         elif kind == "control":
             self.control_event = {**data, "t": t, "src": msg.src}
+        elif kind == "sim":
+            self.sim = self.sim or SimResults()
+            self.sim.see(data, msg.src, t)
         elif kind == "hold" and data.get("arm"):
             self.holds[str(data["arm"])] = {"holding": bool(data.get("holding")),
                                             "reason": data.get("reason"), "src": msg.src, "t": t}
@@ -369,6 +412,7 @@ class BusView:
                 "recording": self.commands.get("record"),
                 "episode": self._episode(),
                 "open_loop": self.open_loop,
+                "sim": self.sim.as_json() if self.sim else None,
                 "bus_quiet_s": (round(now_mono - self.last_seen, 1)
                                 if self.last_seen is not None else None),
             }

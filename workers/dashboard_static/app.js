@@ -237,6 +237,7 @@ function cameraCard(name) {
 function render(msg) {
   renderCameras(msg.cameras || {});
   renderEpisode(msg.episode, msg.open_loop);
+  renderSim(msg.sim);
   renderProcesses(msg.processes || []);
   renderPolicies(msg.policies || []);
   renderControl(msg.control, msg.holds || {}, msg.control_event);
@@ -275,8 +276,11 @@ function renderEpisode(ep, ol) {
     box.innerHTML =
       `<div>episode <b>${esc(ep.episode ?? "—")}</b> · task <b>${esc(ep.task ?? "—")}</b> · ` +
       `${done ? "finished" : "running"} · frame ${esc(frame ?? "—")} / ${esc(frames ?? "—")}` +
+      `${isNum(ep.seed) ? ` · seed ${ep.seed}` : ""}` +
       `${ep.source ? ` · from ${esc(ep.source)}` : ""}</div>` +
-      `<div class="progress"><div style="width:${pct.toFixed(1)}%"></div></div>`;
+      `<div class="progress"><div style="width:${pct.toFixed(1)}%"></div></div>` +
+      (done && typeof ep.outcome?.success === "boolean" ?
+        outcomeHtml(ep.outcome, "the simulator's verdict") : "");
   }
   const olBox = $("open-loop");
   if (!ol) { olBox.innerHTML = `<p class="absent">no open-loop report yet</p>`; return; }
@@ -295,6 +299,46 @@ function renderEpisode(ep, ol) {
         `<td class="num">${num(x, 2)}</td>`).join("")}</tr>`).join("") + `</table>`;
   }
   olBox.innerHTML = html;
+}
+
+// "episode 3 (seed 3)": how event/sim names a simulated episode.
+function episodeLabel(x) {
+  return `episode ${x.episode ?? "—"}` + (isNum(x.seed) ? ` (seed ${x.seed})` : "");
+}
+// "SUCCESS in 3.2 s — cube held 5 cm above the table for 1 s": an event/sim outcome, or the
+// copy of it the control loop puts in its event/episode stop marker.
+function verdict(o) {
+  return `${o.success ? "SUCCESS in" : "FAILURE after"} ${num(o.time_s, 1, " s")}` +
+    (o.reason ? ` — ${o.reason}` : "");
+}
+function outcomeHtml(o, label) {
+  return `<div class="outcome ${o.success ? "ok" : "bad"}" data-success="${Boolean(o.success)}">` +
+    `${esc(label)}: ${esc(verdict(o))}</div>`;
+}
+
+function renderSim(sim) {
+  const box = $("sim");
+  if (!sim) {
+    box.innerHTML = `<p class="absent">no simulator (no event/sim seen)</p>`;
+    return;
+  }
+  const start = sim.start, total = sim.successes + sim.failures;
+  let html = "";
+  if (start && sim.running) {
+    html += `<div>running <b>${esc(episodeLabel(start))}</b> · task ${esc(start.task ?? "—")}` +
+      `${start.source ? ` · episodes from ${esc(start.source)}` : ""}</div>`;
+  }
+  html += sim.outcome ? outcomeHtml(sim.outcome, episodeLabel(sim.outcome)) :
+    `<p class="absent">no outcome yet</p>`;
+  html += `<div class="tally">successes <b>${sim.successes} / ${total}</b>` +
+    `${total ? ` (${Math.round(100 * sim.successes / total)}%)` : ""}` +
+    ` <span class="muted">since the dashboard started</span></div>`;
+  if (sim.recent.length) {
+    html += `<div class="chips">${sim.recent.map((o) =>
+      `<span class="chip ${o.success ? "ok" : "bad"}" title="${esc(`${episodeLabel(o)}: ` +
+        verdict(o))}">${esc(o.episode ?? "?")}</span>`).join("")}</div>`;
+  }
+  box.innerHTML = html;
 }
 
 function renderProcesses(processes) {
@@ -400,6 +444,9 @@ function eventClass(e) {
     return "bad";
   }
   if (e.topic === "event/estop" && d.engaged) return "bad";
+  const outcome = e.topic === "event/sim" && d.phase === "outcome" ? d :
+    (e.topic === "event/episode" ? d.outcome : null);
+  if (outcome && typeof outcome.success === "boolean") return outcome.success ? "ok" : "bad";
   if ((e.topic === "event/hold" && d.holding) || (e.topic === "event/camera" && d.state === "lost")) {
     return "warn";
   }
