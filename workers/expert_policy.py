@@ -20,7 +20,7 @@ import draccus
 import numpy as np
 
 from bus import BusConfig, Message, Reply, RequestError, ServiceWorker, Subscriber, topics
-from drivers.sim.expert import ExpertPlan, plan_episode
+from drivers.sim.expert import PlanFollower, plan_episode
 from drivers.sim.scene import build_model
 from workers import lifecycle
 from workers.tasks import get_task, service_name
@@ -40,8 +40,7 @@ class ExpertPolicy:
         self.log = log
         self.task = get_task(cfg.task)
         self.model = build_model(cfg.task)
-        self.plan: ExpertPlan | None = None
-        self.t_start = 0.0  # bus clock of the plan's reset
+        self.follower: PlanFollower | None = None  # the episode's plan and its clock
         self.episode = None
         self.no_plan = 0
         self._lock = threading.Lock()
@@ -55,7 +54,11 @@ class ExpertPolicy:
             self.log.error("cannot plan episode %s: %s", msg.data.get("episode"), exc)
             return
         with self._lock:
-            self.plan, self.t_start, self.episode = plan, msg.t_cap, msg.data.get("episode")
+            if self.follower is not None and self.follower.setbacks:
+                self.log.info("episode %s: the arms lagged; plan set back %d times (%.2f s)",
+                              self.episode, self.follower.setbacks, self.follower.offset)
+            self.follower = PlanFollower(plan, msg.t_cap)
+            self.episode = msg.data.get("episode")
         self.log.info(
             "episode %s (seed %s): planned %.1f s",
             self.episode,
@@ -77,31 +80,32 @@ class ExpertPolicy:
                 }
             )
         t_obs = float(request.data.get("t_obs", request.t_cap))
+        state = self._state(request)
         with self._lock:
-            plan, t_start = self.plan, self.t_start
-        if plan is None or t_obs < t_start:
+            follower = self.follower
+        if follower is None or t_obs < follower.t_start:
             self.no_plan += 1
-            actions = np.repeat(self._state(request)[None, :], self.cfg.horizon, axis=0)
+            actions = np.repeat(np.concatenate([state[a] for a in self.task.arms])[None, :],
+                                self.cfg.horizon, axis=0)
         else:
-            times = t_obs - t_start + np.arange(self.cfg.horizon) / self.cfg.fps
-            rows = [plan.goals_at(t) for t in times]
-            actions = np.array(
-                [np.concatenate([row[arm] for arm in self.task.arms]) for row in rows],
-                dtype=np.float32,
-            )
-        return Reply(
-            {"actions": actions.astype(np.float32)},
-            {"t_obs": t_obs, "arms": list(self.task.arms), "expert_plan": plan is not None},
-        )
+            follower.observe(t_obs, state)
+            t_plan = follower.plan_time(t_obs)
+            rows = [follower.plan.goals_at(t_plan + i / self.cfg.fps)
+                    for i in range(self.cfg.horizon)]
+            actions = np.array([np.concatenate([row[arm] for arm in self.task.arms])
+                                for row in rows])
+        return Reply({"actions": actions.astype(np.float32)},
+                     {"t_obs": t_obs, "arms": list(self.task.arms),
+                      "expert_plan": follower is not None})
 
-    def _state(self, request: Message) -> np.ndarray:
-        parts = []
+    def _state(self, request: Message) -> dict[str, np.ndarray]:
+        parts = {}
         for arm in self.task.arms:
             state = request.arrays.get(f"state.{arm}")
             if state is None or np.asarray(state).shape[-1] != 6:
                 raise RequestError(f"expert: no 6-joint state for arm {arm!r} in the request")
-            parts.append(np.asarray(state, np.float32).reshape(-1, 6)[-1])
-        return np.concatenate(parts)
+            parts[arm] = np.asarray(state, np.float32).reshape(-1, 6)[-1]
+        return parts
 
 
 def main() -> None:

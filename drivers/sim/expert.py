@@ -140,6 +140,43 @@ class ExpertPlan:
         }
 
 
+class PlanFollower:
+    """The plan's clock, held back while the arms lag behind it.
+
+    A plan indexed by wall time alone runs away from an arm that held still for a while (the
+    control loop waiting for a late camera frame, a watchdog hold): the cube is then grasped at
+    the wrong moment. Each observation is matched against the recent stretch of the plan (body
+    joints only: a closed gripper stays open by the cube's width); when the arm is more than
+    `lag_frames` behind, the clock is set back to where the arm is."""
+
+    def __init__(self, plan: ExpertPlan, t_start: float, window: int = 60, lag_frames: int = 12):
+        self.plan, self.t_start = plan, t_start
+        self.window, self.lag_frames = window, lag_frames
+        self.offset = 0.0  # seconds the plan runs behind the wall clock
+        self.setbacks = 0
+
+    def plan_time(self, t: float) -> float:
+        return t - self.t_start - self.offset
+
+    def observe(self, t_obs: float, state: dict[str, np.ndarray]) -> None:
+        plan = self.plan
+        now = int(round(self.plan_time(t_obs) * plan.fps))
+        last = min(len(g) for g in plan.goals.values()) - 1
+        hi = min(now, last)
+        lo = max(0, hi - self.window)
+        if hi - lo < self.lag_frames:
+            return
+        gap = np.zeros(hi - lo + 1)
+        for arm, goals in plan.goals.items():
+            diff = np.abs(goals[lo:hi + 1, :5] - np.asarray(state[arm])[:5])
+            gap = np.maximum(gap, diff.max(axis=1))
+        # Where the plan holds still (the gripper closing) every frame matches: take the latest.
+        at = lo + int(np.flatnonzero(gap <= gap.min() + 1.0).max())
+        if now - at > self.lag_frames:
+            self.offset += (now - at - self.lag_frames // 2) / plan.fps
+            self.setbacks += 1
+
+
 def plan_episode(
     task: str, cubes: dict[str, list[float]], fps: float = 30.0, model=None
 ) -> ExpertPlan:
