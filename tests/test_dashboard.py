@@ -378,8 +378,9 @@ def test_dashboard_page_end_to_end(bus_cfg: BusConfig, hub: Proc, procs, browser
         assert "Traceback" not in proc.output(), proc.output()
 
 
-def rgb(locator) -> tuple[int, ...]:
-    css = locator.evaluate("(el) => getComputedStyle(el).color")
+def rgb(page, selector: str) -> tuple[int, ...]:
+    # One evaluation that finds and reads the element: it is never a node the page replaced.
+    css = page.evaluate("(sel) => getComputedStyle(document.querySelector(sel)).color", selector)
     return tuple(int(x) for x in css[css.index("(") + 1:css.index(")")].split(",")[:3])
 
 
@@ -414,7 +415,7 @@ def test_dashboard_page_shows_simulated_outcomes(bus_cfg: BusConfig, hub: Proc, 
         outcome = box.locator(".outcome")
         assert outcome.inner_text() == f"episode 3 (seed 3): SUCCESS in 3.2 s — {LIFTED}"
         assert "successes 1 / 1" in box.locator(".tally").inner_text()
-        green = rgb(outcome)
+        green = rgb(page, "#sim .outcome")
         sim.publish(topics.event("sim"), data=sim_start(4, 4))
         sim.publish(topics.event("sim"), data=sim_outcome(4, 4, success=False, time_s=30.0))
         shows("FAILURE")
@@ -422,7 +423,7 @@ def test_dashboard_page_shows_simulated_outcomes(bus_cfg: BusConfig, hub: Proc, 
                                         "timeout after 30 s")
         assert "successes 1 / 2" in box.locator(".tally").inner_text()
         assert box.locator(".chip").count() == 2
-        red = rgb(outcome)
+        red = rgb(page, "#sim .outcome")
         assert green[1] > green[0] and red[0] > red[1], (green, red)  # green, then red
         # the event log lists them too, an outcome coloured by its verdict
         shows("event/sim", "#events")

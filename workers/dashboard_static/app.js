@@ -316,7 +316,12 @@ function outcomeHtml(o, label) {
     `${esc(label)}: ${esc(verdict(o))}</div>`;
 }
 
+let renderedSim;
 function renderSim(sim) {
+  // Redrawn only when it changed: the chips' tooltips survive the updates in between.
+  const key = JSON.stringify(sim ?? null);
+  if (key === renderedSim) return;
+  renderedSim = key;
   const box = $("sim");
   if (!sim) {
     box.innerHTML = `<p class="absent">no simulator (no event/sim seen)</p>`;
