@@ -1,12 +1,17 @@
 """Train a shipped checkpoint with lerobot's own training code, offline, on this machine's CPU.
 
     uv run python scripts/train_policy.py --task lift [--steps 2000] [--batch-size 16]
+    uv run python scripts/train_policy.py --task lift --dataset recordings/sim/lift \
+        --name lift_sim [--device cuda]
 
-Runs `lerobot-train` on datasets/<task> (all episodes but the held-out ones that
-scripts/eval_policy.py scores) with a Diffusion Policy scaled to fit a 2-core CPU: images
-resized to 96x128 inside the policy, one image encoder shared by all cameras, a small UNet
-(down_dims 64/128/256), one observation step, 16-action chunks. The result is copied to
-checkpoints/<task>_real/checkpoint-best (config, weights, processors: what lerobot writes).
+Runs `lerobot-train` with a Diffusion Policy scaled to fit a 2-core CPU: images resized to
+96x128 inside the policy, one image encoder shared by all cameras, a small UNet (down_dims
+64/128/256), one observation step, 16-action chunks. On datasets/<task> (the synthetic replay
+data) it trains on all episodes but the held-out ones scripts/eval_policy.py scores; on a
+recording with `meta/so101_demos.json` (scripts/record_demos.py) on the successful episodes
+only (the simulator's evaluation is closed loop: nothing to hold out). The result is copied to
+checkpoints/<name>/checkpoint-best (default name <task>_real; config, weights, processors:
+what lerobot writes). The same command trains on a GPU (`--device cuda`).
 """
 
 from __future__ import annotations
@@ -32,15 +37,23 @@ def episodes(dataset: Path) -> int:
     return json.loads((dataset / "meta" / "info.json").read_text())["total_episodes"]
 
 
-def lerobot_train_args(task: str, steps: int, batch_size: int, out: Path) -> list[str]:
-    spec = get_task(task)
-    train_eps = list(range(episodes(spec.dataset) - HELD_OUT))
+def training_episodes(dataset: Path) -> tuple[list[int], int]:
+    """(episodes to train on, episodes held out)."""
+    demos = dataset / "meta" / "so101_demos.json"
+    if demos.exists():
+        rows = json.loads(demos.read_text())
+        return sorted(r["dataset_episode"] for r in rows if r.get("success")), 0
+    return list(range(episodes(dataset) - HELD_OUT)), HELD_OUT
+
+
+def lerobot_train_args(task: str, dataset: Path, train_eps: list[int], steps: int,
+                       batch_size: int, out: Path, device: str) -> list[str]:
     return [
         f"--dataset.repo_id=local/{task}",
-        f"--dataset.root={spec.dataset}",
+        f"--dataset.root={dataset}",
         f"--dataset.episodes={json.dumps(train_eps)}",
         "--policy.type=diffusion",
-        "--policy.device=cpu",
+        f"--policy.device={device}",
         "--policy.push_to_hub=false",
         "--policy.pretrained_backbone_weights=null",  # offline: no ImageNet download
         "--policy.resize_shape=[96,128]",
@@ -70,27 +83,40 @@ def main() -> None:
     parser.add_argument("--task", required=True)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--dataset", type=Path, default=None, help="default datasets/<task>")
+    parser.add_argument("--name", default=None, help="checkpoints/<name>; default <task>_real")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default=str(REPO / "outputs" / "train"))
     args = parser.parse_args()
-    out = Path(args.out) / args.task
+    dataset = (args.dataset or get_task(args.task).dataset).resolve()
+    name = args.name or f"{args.task}_real"
+    train_eps, held_out = training_episodes(dataset)
+    if not train_eps:
+        raise SystemExit(f"train_policy: no episodes to train on in {dataset}")
+    print(f"training on {len(train_eps)} episodes of {dataset}", flush=True)
+    out = Path(args.out) / name
     if out.exists():
         shutil.rmtree(out)  # lerobot-train refuses an existing output dir without --resume
     # lerobot-train from this venv, also when run without `uv run` (PATH without .venv/bin).
     train = str(Path(sys.executable).with_name("lerobot-train"))
-    cmd = [train, *lerobot_train_args(args.task, args.steps, args.batch_size, out)]
+    cmd = [train, *lerobot_train_args(args.task, dataset, train_eps, args.steps,
+                                      args.batch_size, out, args.device)]
     print("+", " ".join(cmd), flush=True)
     t0 = time.time()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     subprocess.run(cmd, check=True, env=env, cwd=REPO)
     src = out / "checkpoints" / "last" / "pretrained_model"
-    dst = REPO / "checkpoints" / f"{args.task}_real" / "checkpoint-best"
+    dst = REPO / "checkpoints" / name / "checkpoint-best"
     if dst.exists():
         shutil.rmtree(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src.resolve(), dst)
     (dst.parent / "TRAINING.json").write_text(json.dumps({
-        "task": args.task, "steps": args.steps, "batch_size": args.batch_size,
-        "held_out_episodes": HELD_OUT, "wall_time_s": round(time.time() - t0),
+        "task": args.task, "dataset": str(dataset.relative_to(REPO)
+                                          if dataset.is_relative_to(REPO) else dataset),
+        "episodes": len(train_eps), "steps": args.steps, "batch_size": args.batch_size,
+        "device": args.device, "held_out_episodes": held_out,
+        "wall_time_s": round(time.time() - t0),
         "command": "uv run python scripts/train_policy.py " + " ".join(sys.argv[1:]),
     }, indent=2) + "\n")
     print(f"checkpoint in {dst} after {time.time() - t0:.0f} s")

@@ -63,6 +63,8 @@ SCENES = {
     ),
 }
 BIN_CENTRES = {"red": (0.10, 0.0), "blue": (0.21, 0.0)}  # sort: bins on the centre line
+FRONT_CAMERA = {1: ((0.40, 0.0, 0.28), (0.17, 0.0, 0.04)),  # arms -> (position, looks at)
+                2: ((0.58, 0.0, 0.42), (0.12, 0.0, 0.0))}
 ARM_BASES = {"arm": (0.0, 0.0), "left_arm": (0.0, ARM_Y), "right_arm": (0.0, -ARM_Y)}
 
 
@@ -184,12 +186,14 @@ def build_spec(task: str, arm_mjcf: Path = ARM_MJCF) -> mujoco.MjSpec:
         _add_cube(world, cube, RED if cube == "red" else BLUE)
     for name in scene.bins:
         _add_bin(world, name, BIN_CENTRES[name], RED if name == "red" else BLUE)
-    # The front camera: across the table from the arms, looking back at them and the cubes.
+    # The front camera: across the table from the arms, looking down at the workspace (one
+    # arm: closer in, so a 3 cm cube covers more than a few pixels of a small frame).
+    pos, target = FRONT_CAMERA[len(scene.arms)]
     world.add_camera(
         name="front",
-        pos=[0.62, 0.0, 0.42],
-        fovy=55.0,
-        quat=_quat_looking(np.array([-0.62, 0.0, -0.42]) + [0.12, 0, 0], np.array([0, 0, 1.0])),
+        pos=list(pos),
+        fovy=50.0,
+        quat=_quat_looking(np.subtract(target, pos), np.array([0, 0, 1.0])),
     )
     if len(scene.arms) == 2:
         _add_wrist_camera(spec, "left_arm", "left_wrist")

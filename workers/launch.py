@@ -1,0 +1,115 @@
+"""The runtime's processes on a private bus, for one-shot jobs: evaluation, recording demos.
+
+    with Launch(Path("logs/eval")) as launch:
+        launch.start("sim", "workers.sim", "--task=lift")
+        launch.wait_for("sim", "ready: sim")
+
+The same programs supervisord runs, each a real process with its own log file, on `ipc://`
+endpoints in a fresh temporary folder (so a job never meets a running stack's hub); all are
+stopped when the `with` block ends, whatever happened inside it.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bus import BusConfig, ServiceClient, ServiceError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class LaunchError(RuntimeError):
+    """A process did not come up (the message quotes the end of its log)."""
+
+
+class Launch:
+    def __init__(self, log_dir: Path):
+        self.log_dir = Path(log_dir)
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        self._dir = Path(tempfile.mkdtemp(prefix="so101-", dir="/tmp"))  # ipc paths stay short
+        self.bus = BusConfig(**{name: f"ipc://{self._dir}/{name}"
+                                for name in ("pub", "sub", "client", "worker")})
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def bus_args(self) -> list[str]:
+        return [f"--bus.{k}={v}" for k, v in self.bus.endpoints().items()]
+
+    def log(self, name: str) -> Path:
+        return self.log_dir / f"{name}.log"
+
+    def start(self, name: str, module: str, *args: str) -> subprocess.Popen:
+        """`python -m module --bus.* args...`, output to <log_dir>/<name>.log."""
+        if name in self.procs:
+            self.stop(name)
+        with open(self.log(name), "ab") as fh:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", module, *self.bus_args(), *args], cwd=REPO,
+                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})
+        self.procs[name] = proc
+        return proc
+
+    def start_hub(self, timeout: float = 60.0) -> None:
+        self.start("hub", "bus.hub")
+        deadline = time.monotonic() + timeout
+        with ServiceClient(self.bus, "launch") as client:
+            while True:
+                try:
+                    client.call("hub", timeout=1.0)
+                    return
+                except ServiceError:
+                    self._check_alive("hub")
+                    if time.monotonic() > deadline:
+                        raise LaunchError(f"the hub did not answer within {timeout:.0f} s") \
+                            from None
+
+    def wait_for(self, name: str, text: str, timeout: float = 300.0) -> None:
+        """Until `text` appears in the process's log (it is ready), or fail with its log."""
+        deadline = time.monotonic() + timeout
+        while text not in self.log(name).read_text(errors="replace"):
+            self._check_alive(name)
+            if time.monotonic() > deadline:
+                raise LaunchError(f"{name}: no {text!r} after {timeout:.0f} s\n{self.tail(name)}")
+            time.sleep(0.2)
+
+    def _check_alive(self, name: str) -> None:
+        code = self.procs[name].poll()
+        if code is not None:
+            raise LaunchError(f"{name} exited with status {code}:\n{self.tail(name)}")
+
+    def tail(self, name: str, lines: int = 15) -> str:
+        return "\n".join(self.log(name).read_text(errors="replace").splitlines()[-lines:])
+
+    def stop(self, name: str, timeout: float = 30.0) -> int | None:
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return None
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait(10)
+        return proc.returncode
+
+    def close(self) -> None:
+        for name in reversed(list(self.procs)):
+            try:
+                self.stop(name)
+            except ProcessLookupError:
+                pass
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> Launch:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
