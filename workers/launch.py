@@ -37,6 +37,7 @@ class Launch:
         self.bus = BusConfig(**{name: f"ipc://{self._dir}/{name}"
                                 for name in ("pub", "sub", "client", "worker")})
         self.procs: dict[str, subprocess.Popen] = {}
+        self._log_from: dict[str, int] = {}  # where this run's output starts in its log
 
     def bus_args(self) -> list[str]:
         return [f"--bus.{k}={v}" for k, v in self.bus.endpoints().items()]
@@ -48,7 +49,8 @@ class Launch:
         """`python -m module --bus.* args...`, output to <log_dir>/<name>.log."""
         if name in self.procs:
             self.stop(name)
-        with open(self.log(name), "ab") as fh:
+        with open(self.log(name), "ab") as fh:  # appended: earlier runs' logs are kept
+            self._log_from[name] = fh.tell()
             proc = subprocess.Popen(
                 [sys.executable, "-m", module, *self.bus_args(), *args], cwd=REPO,
                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
@@ -73,11 +75,17 @@ class Launch:
     def wait_for(self, name: str, text: str, timeout: float = 300.0) -> None:
         """Until `text` appears in the process's log (it is ready), or fail with its log."""
         deadline = time.monotonic() + timeout
-        while text not in self.log(name).read_text(errors="replace"):
+        while text not in self.output(name):
             self._check_alive(name)
             if time.monotonic() > deadline:
                 raise LaunchError(f"{name}: no {text!r} after {timeout:.0f} s\n{self.tail(name)}")
             time.sleep(0.2)
+
+    def output(self, name: str) -> str:
+        """What the process's current run has written to its log."""
+        with open(self.log(name), "rb") as fh:
+            fh.seek(self._log_from.get(name, 0))
+            return fh.read().decode(errors="replace")
 
     def _check_alive(self, name: str) -> None:
         code = self.procs[name].poll()
@@ -85,7 +93,7 @@ class Launch:
             raise LaunchError(f"{name} exited with status {code}:\n{self.tail(name)}")
 
     def tail(self, name: str, lines: int = 15) -> str:
-        return "\n".join(self.log(name).read_text(errors="replace").splitlines()[-lines:])
+        return "\n".join(self.output(name).splitlines()[-lines:])
 
     def stop(self, name: str, timeout: float = 30.0) -> int | None:
         proc = self.procs.pop(name, None)

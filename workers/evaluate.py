@@ -1,0 +1,251 @@
+"""Closed-loop evaluation: seeded episodes in the simulator, through the whole stack.
+
+    uv run python -m workers.evaluate --task=lift --episodes=50 [--checkpoint=PATH]
+        [--seed=1000] [--contenders='[checkpoint,expert,hold,checkpoint/sync]']
+        [--episode_s=0] [--device=cpu] [--out=outputs/eval/lift.json]
+
+Each contender runs on the real stack (hub, simulator, a policy worker, the control loop: one
+process each, on a private bus; workers.launch) over the same seeds, so comparisons are
+paired. Contenders: `checkpoint` (the policy worker serving --checkpoint, default
+checkpoints/<task>_sim/checkpoint-best), `expert` (the scripted expert: the upper bound),
+`hold` (a policy that answers "stay where you are": the lower bound); a `/suffix` runs one of
+them with another control schedule (`/sync`, `/ahead`) or blend (`/latest`, `/weighted`,
+`/average`). A line per episode; a table at the end with each success rate and its 95 %
+Wilson interval, time to success, holds, stall time and policy latency; the whole record
+(every episode's outcome and reason) as JSON in --out.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from bus import Subscriber, topics
+from workers.launch import REPO, Launch, LaunchError
+from workers.robot_config import exit_bad_config, parse_or_exit
+from workers.tasks import get_task
+
+EPISODE_S = {"lift": 15.0, "sort": 30.0, "stack": 20.0}
+SCHEDULES = ("ahead", "sync")
+BLENDS = ("latest", "weighted", "average")
+
+
+@dataclass
+class EvaluateConfig:
+    task: str = "lift"
+    episodes: int = 50
+    # Episode k uses seed `seed + k` for every contender. Demonstrations are recorded from seed
+    # 0 (scripts/record_demos.py): evaluations start at 1000, scenes never trained on.
+    seed: int = 1000
+    checkpoint: str = ""
+    contenders: list[str] = field(default_factory=lambda: ["checkpoint", "expert", "hold"])
+    # 0: the task's default (lift 15 s, sort 30 s, stack 20 s).
+    episode_s: float = 0.0
+    device: str = "cpu"
+    out: str = ""
+    logs: str = "logs/evaluate"
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate (sound at 0 and n successes too)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def checkpoint_sizes(checkpoint: Path) -> dict[str, tuple[int, int]]:
+    """Camera name -> (height, width) a checkpoint was trained on (its config.json)."""
+    features = json.loads((checkpoint / "config.json").read_text())["input_features"]
+    return {key.rsplit(".", 1)[1]: (shape[1], shape[2]) for key, spec in features.items()
+            if spec.get("type") == "VISUAL" for shape in [spec["shape"]]}
+
+
+@dataclass
+class Contender:
+    name: str
+    policy: str  # checkpoint | expert | hold
+    schedule: str = "ahead"
+    blend: str = "weighted"
+
+    @staticmethod
+    def parse(text: str) -> Contender:
+        policy, _, variant = text.partition("/")
+        if policy not in ("checkpoint", "expert", "hold"):
+            raise ValueError(f"contender {text!r}: expected checkpoint, expert or hold "
+                             f"(optionally /{'|'.join(SCHEDULES + BLENDS)})")
+        contender = Contender(text, policy)
+        if variant in SCHEDULES:
+            contender.schedule = variant
+        elif variant in BLENDS:
+            contender.blend = variant
+        elif variant:
+            raise ValueError(f"contender {text!r}: unknown variant {variant!r}; choose one of "
+                             f"{', '.join(SCHEDULES + BLENDS)}")
+        return contender
+
+
+def start_policy(launch: Launch, contender: Contender, cfg: EvaluateConfig,
+                 checkpoint: Path) -> None:
+    task = f"--task={cfg.task}"
+    if contender.policy == "checkpoint":
+        launch.start("policy", "workers.policy", task, f"--checkpoint={checkpoint}",
+                     f"--device={cfg.device}")
+        launch.wait_for("policy", "ready: task", 600)
+    elif contender.policy == "expert":
+        launch.start("policy", "workers.expert_policy", task)
+        launch.wait_for("policy", "ready: scripted expert")
+    else:  # step 0: every action is the observed state
+        launch.start("policy", "workers.stand_in_policy", task, "--step=0", "--latency=0.01")
+        launch.wait_for("policy", "ready: stand-in")
+
+
+def run_contender(launch: Launch, contender: Contender, cfg: EvaluateConfig, checkpoint: Path,
+                  sizes: dict[str, tuple[int, int]], episode_s: float) -> list[dict]:
+    front = sizes.get("front", (96, 128))
+    wrist = next((s for c, s in sizes.items() if c.endswith("_wrist")), front)
+    launch.start("sim", "workers.sim", f"--task={cfg.task}",
+                 f"--camera_size=[{front[0]},{front[1]}]", f"--wrist_size=[{wrist[0]},{wrist[1]}]")
+    launch.wait_for("sim", "ready: sim")
+    start_policy(launch, contender, cfg, checkpoint)
+    sub = Subscriber(launch.bus, [topics.event("sim"), topics.event("episode")], mode="every")
+    episodes: dict[int, dict] = {}
+    try:
+        control = launch.start("control", "workers.control", f"--task={cfg.task}",
+                               f"--episodes={cfg.episodes}", f"--seed={cfg.seed}",
+                               f"--episode_s={episode_s}", f"--schedule={contender.schedule}",
+                               f"--blend={contender.blend}", "--wait_for_listeners=10")
+        done = 0
+        deadline = time.monotonic() + cfg.episodes * (episode_s + 30) + 120
+        while done < cfg.episodes:
+            msg = sub.recv(1.0)
+            if msg is None:
+                if time.monotonic() > deadline or control.poll() is not None:
+                    raise LaunchError(f"{contender.name}: {done}/{cfg.episodes} episodes "
+                                      f"finished; control: {launch.tail('control', 3)}")
+                continue
+            if msg.topic == topics.event("sim") and msg.data.get("phase") == "outcome":
+                row = episodes.setdefault(msg.data["episode"], {})
+                row.update(seed=msg.data["seed"], success=bool(msg.data["success"]),
+                           reason=msg.data["reason"], time_s=msg.data["time_s"])
+            elif (msg.topic == topics.event("episode") and msg.src == "control"
+                  and msg.data.get("phase") == "stop"):
+                stats = msg.data.get("stats", {})
+                row = episodes.setdefault(msg.data["episode"], {})
+                row.update(episode=msg.data["episode"], holds=stats.get("holds"),
+                           stall_s=round(stats.get("stall_ticks", 0) / 30.0, 3),
+                           latency_p50_ms=stats.get("chunk_latency_p50_ms"))
+            else:
+                continue
+            # Done when both halves are in: control's stop marker and the simulator's verdict
+            # (which, for an episode control stopped, comes after the marker).
+            if "episode" in row and "success" in row and not row.get("counted"):
+                row["counted"] = True
+                done += 1
+                print_progress(contender, row, episodes, cfg.episodes)
+    finally:
+        sub.close()
+        for name in ("control", "policy", "sim"):
+            launch.stop(name)
+    return [{k: v for k, v in episodes[e].items() if k != "counted"}
+            for e in sorted(episodes) if episodes[e].get("counted")]
+
+
+def print_progress(contender: Contender, row: dict, episodes: dict, total: int) -> None:
+    finished = [r for r in episodes.values() if r.get("counted")]
+    wins = sum(r["success"] for r in finished)
+    verdict = "SUCCESS" if row["success"] else "FAILURE"
+    print(f"{contender.name:>18} episode {row['episode'] + 1}/{total} seed {row['seed']}: "
+          f"{verdict} at {row['time_s']:.1f} s ({row['reason']}); "
+          f"holds {row['holds']}, stall {row['stall_s']:.1f} s, latency p50 "
+          f"{row['latency_p50_ms']} ms; so far {wins}/{len(finished)}", flush=True)
+
+
+def summarize(rows: list[dict]) -> dict:
+    n = len(rows)
+    wins = [r for r in rows if r.get("success")]
+    low, high = wilson(len(wins), n)
+
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return round(float(np.mean(values)), 3) if values else None
+
+    return {"success": round(len(wins) / n, 4) if n else None, "successes": len(wins), "n": n,
+            "ci_low": round(low, 4), "ci_high": round(high, 4),
+            "time_to_success_s": mean([r["time_s"] for r in wins]),
+            "holds_per_episode": mean([r.get("holds") for r in rows]),
+            "stall_s_per_episode": mean([r.get("stall_s") for r in rows]),
+            "latency_p50_ms": mean([r.get("latency_p50_ms") for r in rows]),
+            "episodes": rows}
+
+
+def evaluate(cfg: EvaluateConfig) -> dict:
+    task = get_task(cfg.task)
+    contenders = [Contender.parse(c) for c in cfg.contenders]
+    checkpoint = Path(cfg.checkpoint or REPO / "checkpoints" / f"{task.name}_sim" /
+                      "checkpoint-best")
+    if not checkpoint.is_absolute():
+        checkpoint = REPO / checkpoint
+    uses_checkpoint = any(c.policy == "checkpoint" for c in contenders)
+    if uses_checkpoint and not (checkpoint / "config.json").is_file():
+        raise ValueError(f"checkpoint not found: {checkpoint} (no config.json); train one "
+                         f"(docs/closed_loop.md) or give --checkpoint")
+    # Every contender sees the frames the checkpoint was trained on (same scenes, same sizes).
+    sizes = checkpoint_sizes(checkpoint) if (checkpoint / "config.json").is_file() else {}
+    episode_s = cfg.episode_s or EPISODE_S[task.name]
+    results = {}
+    with Launch(REPO / cfg.logs) as launch:
+        launch.start_hub()
+        for contender in contenders:
+            t0 = time.monotonic()
+            rows = run_contender(launch, contender, cfg, checkpoint, sizes, episode_s)
+            results[contender.name] = {**summarize(rows), "policy": contender.policy,
+                                       "schedule": contender.schedule,
+                                       "blend": contender.blend,
+                                       "wall_s": round(time.monotonic() - t0, 1)}
+    return {"task": task.name, "seed": cfg.seed, "episodes": cfg.episodes,
+            "episode_s": episode_s, "checkpoint": str(checkpoint) if uses_checkpoint else None,
+            "contenders": results}
+
+
+def print_table(report: dict) -> None:
+    print(f"\n{report['task']}: {report['episodes']} episodes per contender, seeds "
+          f"{report['seed']}..{report['seed'] + report['episodes'] - 1}")
+    print(f"{'contender':>18}  {'success':>8}  {'95% CI':>13}  {'t success':>9}  {'holds':>5}  "
+          f"{'stall s':>7}  {'latency':>8}")
+    for name, r in report["contenders"].items():
+        t = "-" if r["time_to_success_s"] is None else f"{r['time_to_success_s']:.2f} s"
+        ci = f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+        print(f"{name:>18}  {r['successes']:>3}/{r['n']:<4}  {ci:>13}  {t:>9}  "
+              f"{r['holds_per_episode'] or 0:>5.1f}  {r['stall_s_per_episode'] or 0:>7.2f}  "
+              f"{r['latency_p50_ms'] or 0:>5.0f} ms")
+
+
+def main() -> None:
+    cfg = parse_or_exit(EvaluateConfig, "evaluate")
+    try:
+        get_task(cfg.task)
+        [Contender.parse(c) for c in cfg.contenders]
+        if cfg.episodes < 1:
+            raise ValueError("--episodes must be >= 1")
+        report = evaluate(cfg)
+    except ValueError as exc:
+        exit_bad_config("evaluate", exc)
+    except LaunchError as exc:
+        raise SystemExit(f"evaluate: {exc}") from None
+    print_table(report)
+    out = Path(cfg.out or REPO / "outputs" / "eval" / f"{cfg.task}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=1) + "\n")
+    print(f"written: {out} (process logs in {cfg.logs}/)")
+
+
+if __name__ == "__main__":
+    main()
