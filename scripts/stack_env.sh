@@ -71,7 +71,12 @@ _so101_stack_env() {
 
     # Relative paths are the repository's (supervisord runs every program from there).
     local bus_config="$SO101_BUS_CONFIG"
+    # The simulator's own checkpoint (trained on its frames) when there is one for the task.
     local checkpoint="${CHECKPOINT:-checkpoints/${TASK}_real/checkpoint-best}"
+    if [[ -z "$CHECKPOINT" && "$SO101_PROFILE" == sim \
+        && -f "$SO101_HOME/checkpoints/${TASK}_sim/checkpoint-best/config.json" ]]; then
+        checkpoint="checkpoints/${TASK}_sim/checkpoint-best"
+    fi
     [[ "$bus_config" = /* ]] || bus_config="$SO101_HOME/$bus_config"
     [[ "$checkpoint" = /* ]] || checkpoint="$SO101_HOME/$checkpoint"
     [[ -f "$bus_config" ]] || _so101_fail "SO101_BUS_CONFIG: $bus_config not found" || return
@@ -89,13 +94,19 @@ _so101_stack_env() {
     if [[ "$SO101_POLICY" == policy ]]; then
         SO101_POLICY_FLAGS="--device=$DEVICE $SO101_POLICY_ARGS"
         # %q: supervisord splits the command like a shell, so a path with spaces survives.
-        if [[ -n "$CHECKPOINT" ]]; then
-            SO101_POLICY_FLAGS="--checkpoint=$(printf %q "$CHECKPOINT") $SO101_POLICY_FLAGS"
+        if [[ "$SO101_POLICY_ARGS" != *--checkpoint* ]]; then
+            SO101_POLICY_FLAGS="--checkpoint=$(printf %q "$checkpoint") $SO101_POLICY_FLAGS"
         fi
     else
         SO101_POLICY_FLAGS="$SO101_POLICY_ARGS"
     fi
-    export SO101_POLICY SO101_POLICY_FLAGS SO101_POLICY_AUTOSTART
+    # The simulator renders each camera at the size the served checkpoint was trained on.
+    SO101_SIM_FLAGS="$SO101_SIM_ARGS"
+    if [[ "$SO101_POLICY" == policy && "$SO101_POLICY_ARGS" != *--checkpoint* \
+        && -f "$checkpoint/config.json" ]]; then
+        SO101_SIM_FLAGS="--checkpoint=$(printf %q "$checkpoint") $SO101_SIM_FLAGS"
+    fi
+    export SO101_POLICY SO101_POLICY_FLAGS SO101_POLICY_AUTOSTART SO101_SIM_FLAGS
     mkdir -p "$SO101_LOG_DIR" "$SO101_RUN_DIR"
 }
 

@@ -69,7 +69,7 @@ def lerobot_train_args(task: str, dataset: Path, train_eps: list[int], steps: in
         "--wandb.enable=false",
         f"--batch_size={batch_size}",
         f"--steps={steps}",
-        f"--save_freq={steps}",
+        f"--save_freq={min(steps, 500)}",  # a checkpoint every 500 steps: a long run can stop early
         "--log_freq=50",
         "--num_workers=1",
         "--seed=1000",

@@ -134,6 +134,20 @@ def test_entrypoint_dry_run_task_device_and_profile(tmp_path: Path,
     assert "-m workers.stand_in_policy --task=lift" in progs["policy"]
     assert "--device" not in progs["policy"]
 
+    sim = entrypoint(tmp_path, "--dry-run", SO101_PROFILE="sim", TASK="stack",
+                     CHECKPOINT=str(fake_checkpoint))
+    assert sim.returncode == 0, sim.stderr
+    progs = programs(sim.stdout)
+    assert "sim" in progs and not {"replay", "servo"} & set(progs), progs
+    assert "-m workers.sim --task=stack" in progs["sim"]
+    # The simulator renders at the sizes the served checkpoint was trained on.
+    assert "--checkpoint=" in progs["sim"] and "my\\ ckpt" in progs["sim"]
+    expert = entrypoint(tmp_path, "--dry-run", SO101_PROFILE="sim", SO101_POLICY="expert")
+    assert "-m workers.expert_policy --task=lift" in programs(expert.stdout)["policy"]
+    assert "--checkpoint" not in programs(expert.stdout)["sim"]
+    refused = entrypoint(tmp_path, "--dry-run", SO101_POLICY="expert")
+    assert refused.returncode == 2 and "needs SO101_PROFILE=sim" in refused.stderr
+
     remote = entrypoint(tmp_path, "--dry-run", SO101_POLICY="remote", CHECKPOINT="/nowhere")
     assert remote.returncode == 0, remote.stderr
     assert "manual start" in programs(remote.stdout)["policy"], "remote: no local policy"

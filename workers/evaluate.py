@@ -28,7 +28,7 @@ import numpy as np
 from bus import Subscriber, topics
 from workers.launch import REPO, Launch, LaunchError
 from workers.robot_config import exit_bad_config, parse_or_exit
-from workers.tasks import get_task
+from workers.tasks import checkpoint_camera_sizes, get_task
 
 EPISODE_S = {"lift": 15.0, "sort": 30.0, "stack": 20.0}
 SCHEDULES = ("ahead", "sync")
@@ -59,13 +59,6 @@ def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
     return max(0.0, centre - half), min(1.0, centre + half)
-
-
-def checkpoint_sizes(checkpoint: Path) -> dict[str, tuple[int, int]]:
-    """Camera name -> (height, width) a checkpoint was trained on (its config.json)."""
-    features = json.loads((checkpoint / "config.json").read_text())["input_features"]
-    return {key.rsplit(".", 1)[1]: (shape[1], shape[2]) for key, spec in features.items()
-            if spec.get("type") == "VISUAL" for shape in [spec["shape"]]}
 
 
 @dataclass
@@ -198,7 +191,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         raise ValueError(f"checkpoint not found: {checkpoint} (no config.json); train one "
                          f"(docs/closed_loop.md) or give --checkpoint")
     # Every contender sees the frames the checkpoint was trained on (same scenes, same sizes).
-    sizes = checkpoint_sizes(checkpoint) if (checkpoint / "config.json").is_file() else {}
+    sizes = checkpoint_camera_sizes(checkpoint) if (checkpoint / "config.json").is_file() else {}
     episode_s = cfg.episode_s or EPISODE_S[task.name]
     results = {}
     with Launch(REPO / cfg.logs) as launch:

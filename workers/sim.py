@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -33,6 +34,7 @@ from workers import lifecycle
 from workers.arm_channel import ArmBus, ArmChannel, safety_limits
 from workers.meters import MillisWindow, RateMeter
 from workers.robot_config import ArmSettings, ServoSettings, exit_bad_config, parse_or_exit
+from workers.tasks import checkpoint_camera_sizes
 
 EPISODE_TOPIC = topics.event("episode")
 SIM_TOPIC = topics.event("sim")
@@ -48,6 +50,9 @@ class SimConfig:
     fps: float = 30.0
     camera_size: list[int] = field(default_factory=lambda: [480, 640])
     wrist_size: list[int] = field(default_factory=list)
+    # A lerobot checkpoint folder: render each camera at the size it was trained on (wins over
+    # camera_size and wrist_size), so the policy gets frames it needs no resizing for.
+    checkpoint: str = ""
     # control: reset on the control loop's event/episode start (its seed); self: run episodes
     # here, seeds seed, seed+1, ..., each at most episode_s.
     episodes_from: str = "control"
@@ -62,9 +67,16 @@ class SimConfig:
 
 
 def camera_sizes(cfg: SimConfig, cameras: tuple[str, ...]) -> dict[str, tuple[int, int]]:
+    trained = {}
+    if cfg.checkpoint:
+        path = Path(cfg.checkpoint)
+        if not (path / "config.json").is_file():
+            raise ValueError(f"--checkpoint={cfg.checkpoint}: no config.json there")
+        trained = checkpoint_camera_sizes(path)
     sizes = {}
     for camera in cameras:
         size = cfg.wrist_size if (camera.endswith("_wrist") and cfg.wrist_size) else cfg.camera_size
+        size = list(trained.get(camera, size))
         if len(size) != 2 or min(size) < 16 or max(size) > 2048:
             raise ValueError(f"camera size {size}: expected [height, width], 16..2048 each")
         sizes[camera] = (int(size[0]), int(size[1]))

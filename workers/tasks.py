@@ -6,6 +6,7 @@ every one of them can be overridden on its command line.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,3 +56,10 @@ def get_task(name: str) -> Task:
         return TASKS[name]
     except KeyError:
         raise ValueError(f"unknown task {name!r}: choose one of {', '.join(TASKS)}") from None
+
+
+def checkpoint_camera_sizes(checkpoint: Path) -> dict[str, tuple[int, int]]:
+    """Camera name -> (height, width) a lerobot checkpoint was trained on (its config.json)."""
+    features = json.loads((Path(checkpoint) / "config.json").read_text())["input_features"]
+    return {key.rsplit(".", 1)[1]: (spec["shape"][1], spec["shape"][2])
+            for key, spec in features.items() if spec.get("type") == "VISUAL"}

@@ -1,0 +1,90 @@
+"""The closed loop a user lives in: record demonstrations, train, serve, evaluate in the sim.
+
+Real processes throughout (workers.launch starts hub, sim, policy, control, recorder on a
+private bus); a few seeded episodes each, not 50 (bench.closed_loop has the full figures).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from workers.evaluate import Contender, wilson
+from workers.tasks import checkpoint_camera_sizes
+
+from conftest import REPO
+
+SIM_CHECKPOINT = REPO / "checkpoints" / "lift_sim" / "checkpoint-best"
+
+
+def run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+    done = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def test_wilson_interval_and_contender_names() -> None:
+    low, high = wilson(8, 10)
+    assert 0.49 < low < 0.5 and 0.94 < high < 0.95  # the textbook 80 % of 10
+    assert wilson(0, 50)[0] == 0.0 and wilson(50, 50)[1] == 1.0
+    assert Contender.parse("checkpoint/sync").schedule == "sync"
+    assert Contender.parse("expert/latest").blend == "latest"
+    with pytest.raises(ValueError, match="unknown variant 'fast'"):
+        Contender.parse("hold/fast")
+    with pytest.raises(ValueError, match="expected checkpoint, expert or hold"):
+        Contender.parse("oracle")
+
+
+def test_evaluation_through_the_stack_expert_succeeds_hold_fails(tmp_path: Path) -> None:
+    out = tmp_path / "eval.json"
+    done = run(["-m", "workers.evaluate", "--task=lift", "--episodes=2", "--seed=1000",
+                "--contenders=[expert,hold]", "--episode_s=8", f"--out={out}",
+                f"--logs={tmp_path / 'logs'}"], timeout=400)
+    report = json.loads(out.read_text())
+    expert, hold = report["contenders"]["expert"], report["contenders"]["hold"]
+    assert (expert["successes"], expert["n"]) == (2, 2), expert
+    assert (hold["successes"], hold["n"]) == (0, 2), hold
+    assert [e["seed"] for e in expert["episodes"]] == [1000, 1001] == \
+        [e["seed"] for e in hold["episodes"]]  # paired: the same scenes
+    assert all(e["reason"] == "cube held 5 cm above the table for 1 s"
+               for e in expert["episodes"])
+    assert all(e["reason"] == "stopped by control before success" for e in hold["episodes"])
+    assert 0 < expert["time_to_success_s"] < 8 and expert["latency_p50_ms"] > 0
+    assert "episode 2/2 seed 1001: SUCCESS" in done.stdout  # a progress line per episode
+    assert "[0.34, 1.00]" in done.stdout  # the Wilson interval of 2/2 in the table
+
+
+def test_recorded_expert_demos_load_with_lerobot(tmp_path: Path) -> None:
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    root = tmp_path / "demos" / "lift"
+    done = run(["scripts/record_demos.py", "--task", "lift", "--episodes", "2", "--seed", "5",
+                "--out", str(root)], timeout=400)
+    assert "2/2 saved" in done.stdout
+    demos = json.loads((root / "meta" / "so101_demos.json").read_text())
+    assert [(d["seed"], d["success"], d["dataset_episode"]) for d in demos] == \
+        [(5, True, 0), (6, True, 1)]
+    dataset = LeRobotDataset("local/lift_demos", root=root)
+    assert dataset.num_episodes == 2
+    assert dataset.meta.features["observation.images.front"]["shape"][:2] == [96, 128]
+    item = dataset[len(dataset) - 1]
+    assert tuple(item["action"].shape) == (6,) and tuple(item["observation.state"].shape) == (6,)
+    # The episode ends on the success: the gripper is closed on a lifted cube.
+    assert float(item["observation.state"][5]) < 40.0
+
+
+@pytest.mark.skipif(not (SIM_CHECKPOINT / "config.json").is_file(),
+                    reason="no sim checkpoint shipped")
+def test_the_shipped_sim_checkpoint_beats_holding_still(tmp_path: Path) -> None:
+    assert checkpoint_camera_sizes(SIM_CHECKPOINT) == {"front": (96, 128)}
+    out = tmp_path / "eval.json"
+    run(["-m", "workers.evaluate", "--task=lift", "--episodes=3", "--seed=1000",
+         "--contenders=[checkpoint,hold]", "--episode_s=12", f"--out={out}",
+         f"--logs={tmp_path / 'logs'}"], timeout=600)
+    report = json.loads(out.read_text())["contenders"]
+    assert report["checkpoint"]["successes"] > report["hold"]["successes"], report
