@@ -25,6 +25,10 @@ from bus import BusConfig, ServiceClient, ServiceError
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)
+
+
 class LaunchError(RuntimeError):
     """A process did not come up (the message quotes the end of its log)."""
 
@@ -117,6 +121,9 @@ class Launch:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> Launch:
+        # A job stopped with SIGTERM (kill, a timeout) still stops its processes: the signal
+        # becomes SystemExit, which runs __exit__, instead of ending this process at once.
+        signal.signal(signal.SIGTERM, _exit_on_sigterm)
         return self
 
     def __exit__(self, *exc: object) -> None:
