@@ -26,6 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def _exit_on_sigterm(signum: int, _frame: object) -> None:
+    # Once: a second SIGTERM (`uv run` forwards the one it got) must not cut the clean-up short.
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
 
 
