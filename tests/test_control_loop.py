@@ -111,6 +111,21 @@ def test_policy_errors_are_logged_with_their_message_and_held_on(bus_cfg, hub, p
     control.wait_for_output("policy error reply: camera calibration missing")
 
 
+def test_error_replies_back_off_instead_of_a_request_storm(bus_cfg, hub, procs) -> None:
+    """A failing (or still loading) policy answers in microseconds; re-asking at once made
+    thousands of requests a second. Control backs off (50 ms doubling to 2 s)."""
+    with Subscriber(bus_cfg, ["health/control"], mode="every") as sub, \
+            Publisher(bus_cfg, "test") as pub:
+        start(procs, bus_cfg)
+        assert pub.wait_for_subscriber("event/stand_in", 30)
+        pub.publish("event/stand_in", data={"fail": "still loading"})
+        first = next_matching(sub, lambda m: m.data["errors"] >= 3, "the first error replies")
+        # Four more seconds of a failing policy, timed by control's own health reports.
+        later = next_matching(sub, lambda m: m.data["uptime_s"] >= first.data["uptime_s"] + 4,
+                              "four more seconds")
+    assert later.data["errors"] - first.data["errors"] <= 8, (first.data, later.data)
+
+
 def test_stale_actions_are_skipped_and_counted(bus_cfg, hub, procs) -> None:
     with Subscriber(bus_cfg, ["event/episode"], mode="every") as sub:
         start(procs, bus_cfg, latency=0.3, episode_s=5)

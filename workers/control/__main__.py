@@ -34,6 +34,8 @@ from bus import (
 )
 from bus.clock import now
 from bus.health import HealthReporter
+from bus.log import Throttle, warn_throttled
+from drivers.backoff import Backoff
 from workers import lifecycle
 from workers.control.observe import ObservationBuilder
 from workers.control.plan import ActionPlan, LatencyEstimate, stall_bound_fraction
@@ -141,6 +143,8 @@ class ControlLoop:
         self.acted = False  # an action ran in this episode
         self.outcome: dict | None = None  # the simulator's verdict on this episode
         self.health = HealthReporter(self.pub, cfg.name, self._health)
+        self.retry = Backoff(0.05, 2.0)  # after an error reply
+        self.error_log = Throttle(5.0)
 
     # -- reporting ---------------------------------------------------------------------------
     def _health(self) -> dict:
@@ -180,7 +184,7 @@ class ControlLoop:
 
     # -- policy ------------------------------------------------------------------------------
     def _should_request(self, tick: int) -> bool:
-        if self.in_flight:
+        if self.in_flight or not self.retry.due():
             return False
         if self.cfg.schedule == "sync":
             return not self.plan.slots
@@ -214,10 +218,17 @@ class ControlLoop:
             self.log.warning("%s (no chunk for the observation of %.3f)", self.why, t_obs)
             return
         if isinstance(result, ServiceError):
+            # Back off (50 ms doubling to 2 s) instead of re-asking at once: a policy still
+            # loading answers "no live worker" in microseconds, and re-asking at once would be
+            # a storm of requests and log lines.
             self.stats.errors += 1
             self.why = f"policy error: {result.text}"
-            self.log.warning("policy error reply: %s", result.text)
+            retry_s = self.retry.failed()
+            warn_throttled(self.log, self.error_log, result.text,
+                           f"policy error reply: {result.text} (next request in "
+                           f"{retry_s * 1000:.0f} ms)")
             return
+        self.retry.reset()
         latency = time.monotonic() - sent
         self.latency.add(latency)
         self.stats.latency_ms.append(latency * 1000)
@@ -336,6 +347,7 @@ class ControlLoop:
         self.acted = False
         self.stats = LoopStats()  # health and the stop marker report this episode
         self.outcome = None
+        self.why = "waiting for the first chunk"  # not an earlier episode's reason
         self.sub.take(SIM_TOPIC)  # an outcome from before this episode is not its outcome
         # Observations only from after the start: a simulator resets the scene on this marker.
         self.observer.not_before = now()
