@@ -71,7 +71,7 @@ def test_recorded_expert_demos_load_with_lerobot(tmp_path: Path) -> None:
         [(5, True, 0), (6, True, 1)]
     dataset = LeRobotDataset("local/lift_demos", root=root)
     assert dataset.num_episodes == 2
-    assert dataset.meta.features["observation.images.front"]["shape"][:2] == [96, 128]
+    assert tuple(dataset.meta.features["observation.images.front"]["shape"][:2]) == (96, 128)
     item = dataset[len(dataset) - 1]
     assert tuple(item["action"].shape) == (6,) and tuple(item["observation.state"].shape) == (6,)
     # The episode ends on the success: the gripper is closed on a lifted cube.
