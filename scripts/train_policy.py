@@ -87,6 +87,8 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="checkpoints/<name>; default <task>_real")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default=str(REPO / "outputs" / "train"))
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the last run in --out up to --steps (same settings)")
     args = parser.parse_args()
     dataset = (args.dataset or get_task(args.task).dataset).resolve()
     name = args.name or f"{args.task}_real"
@@ -95,12 +97,19 @@ def main() -> None:
         raise SystemExit(f"train_policy: no episodes to train on in {dataset}")
     print(f"training on {len(train_eps)} episodes of {dataset}", flush=True)
     out = Path(args.out) / name
-    if out.exists():
-        shutil.rmtree(out)  # lerobot-train refuses an existing output dir without --resume
     # lerobot-train from this venv, also when run without `uv run` (PATH without .venv/bin).
     train = str(Path(sys.executable).with_name("lerobot-train"))
-    cmd = [train, *lerobot_train_args(args.task, dataset, train_eps, args.steps,
-                                      args.batch_size, out, args.device)]
+    last = out / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
+    if args.resume:
+        if not last.is_file():
+            raise SystemExit(f"train_policy: nothing to resume: no {last}")
+        # The checkpoint's own settings, optimizer and step; only the step budget grows.
+        cmd = [train, "--resume=true", f"--config_path={last}", f"--steps={args.steps}"]
+    else:
+        if out.exists():
+            shutil.rmtree(out)  # lerobot-train refuses an existing output dir without --resume
+        cmd = [train, *lerobot_train_args(args.task, dataset, train_eps, args.steps,
+                                          args.batch_size, out, args.device)]
     print("+", " ".join(cmd), flush=True)
     t0 = time.time()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
