@@ -120,13 +120,19 @@ def main() -> None:
         shutil.rmtree(dst)
     dst.parent.mkdir(parents=True, exist_ok=True)
     shutil.copytree(src.resolve(), dst)
-    (dst.parent / "TRAINING.json").write_text(json.dumps({
+    record = dst.parent / "TRAINING.json"
+    command = "uv run python scripts/train_policy.py " + " ".join(sys.argv[1:])
+    wall = round(time.time() - t0)
+    if args.resume and record.exists():  # the whole run: earlier sessions' time and commands
+        earlier = json.loads(record.read_text())
+        wall += earlier.get("wall_time_s", 0)
+        command = f"{earlier.get('command', '?')} && {command}"
+    record.write_text(json.dumps({
         "task": args.task, "dataset": str(dataset.relative_to(REPO)
                                           if dataset.is_relative_to(REPO) else dataset),
         "episodes": len(train_eps), "steps": args.steps, "batch_size": args.batch_size,
-        "device": args.device, "held_out_episodes": held_out,
-        "wall_time_s": round(time.time() - t0),
-        "command": "uv run python scripts/train_policy.py " + " ".join(sys.argv[1:]),
+        "device": args.device, "held_out_episodes": held_out, "wall_time_s": wall,
+        "command": command,
     }, indent=2) + "\n")
     print(f"checkpoint in {dst} after {time.time() - t0:.0f} s")
 
