@@ -78,13 +78,15 @@ def test_recorded_expert_demos_load_with_lerobot(tmp_path: Path) -> None:
     assert float(item["observation.state"][5]) < 40.0
 
 
-@pytest.mark.skipif(not (SIM_CHECKPOINT / "config.json").is_file(),
-                    reason="no sim checkpoint shipped")
 def test_the_shipped_sim_checkpoint_beats_holding_still(tmp_path: Path) -> None:
+    """Served as deployed, it lifts the cube where holding still never does. It succeeds in
+    about two thirds of the episodes (docs/closed_loop.md), so 5 episodes all failing would
+    happen about once in 200 runs."""
     assert checkpoint_camera_sizes(SIM_CHECKPOINT) == {"front": (96, 128)}
     out = tmp_path / "eval.json"
-    run(["-m", "workers.evaluate", "--task=lift", "--episodes=3", "--seed=1000",
-         "--contenders=[checkpoint,hold]", "--episode_s=12", f"--out={out}",
-         f"--logs={tmp_path / 'logs'}"], timeout=600)
+    run(["-m", "workers.evaluate", "--task=lift", "--episodes=5", "--seed=1000",
+         "--contenders=[checkpoint,hold]", "--episode_s=10", f"--out={out}",
+         f"--logs={tmp_path / 'logs'}"], timeout=900)
     report = json.loads(out.read_text())["contenders"]
-    assert report["checkpoint"]["successes"] > report["hold"]["successes"], report
+    assert report["hold"]["successes"] == 0, report["hold"]
+    assert report["checkpoint"]["successes"] >= 1, report["checkpoint"]

@@ -93,6 +93,17 @@ class Launch:
             fh.seek(self._log_from.get(name, 0))
             return fh.read().decode(errors="replace")
 
+    def check(self, *may_finish: str) -> None:
+        """Fail at once, with its last words, when a process died (those in `may_finish` may
+        end by themselves with status 0): every wait on the others would be pointless."""
+        for name, proc in self.procs.items():
+            code = proc.poll()
+            if code is not None and (code != 0 or name not in may_finish):
+                raise LaunchError(f"{name} exited with status {code}:\n{self.tail(name)}")
+
+    def finished(self, name: str) -> bool:
+        return self.procs[name].poll() is not None
+
     def _check_alive(self, name: str) -> None:
         code = self.procs[name].poll()
         if code is not None:
