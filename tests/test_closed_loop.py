@@ -40,6 +40,7 @@ def test_wilson_interval_and_contender_names() -> None:
         Contender.parse("oracle")
 
 
+@pytest.mark.timeout(600)
 def test_evaluation_through_the_stack_expert_succeeds_hold_fails(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
     done = run(["-m", "workers.evaluate", "--task=lift", "--episodes=2", "--seed=1000",
@@ -59,6 +60,7 @@ def test_evaluation_through_the_stack_expert_succeeds_hold_fails(tmp_path: Path)
     assert "[0.34, 1.00]" in done.stdout  # the Wilson interval of 2/2 in the table
 
 
+@pytest.mark.timeout(600)
 def test_recorded_expert_demos_load_with_lerobot(tmp_path: Path) -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
@@ -78,6 +80,7 @@ def test_recorded_expert_demos_load_with_lerobot(tmp_path: Path) -> None:
     assert float(item["observation.state"][5]) < 40.0
 
 
+@pytest.mark.timeout(1000)
 def test_the_shipped_sim_checkpoint_beats_holding_still(tmp_path: Path) -> None:
     """Served as deployed, it lifts the cube where holding still never does. It succeeds in
     about two thirds of the episodes (docs/closed_loop.md), so 5 episodes all failing would

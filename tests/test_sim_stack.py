@@ -48,6 +48,7 @@ def outcomes(messages: list[Message]) -> list[dict]:
     return [m.data for m in messages if m.data.get("phase") == "outcome"]
 
 
+@pytest.mark.timeout(600)
 @pytest.mark.parametrize("task", ["lift", "sort", "stack"])
 def test_the_expert_succeeds_through_the_whole_stack(task: str, hub: Proc, bus_cfg: BusConfig,
                                                      procs: Callable[..., Proc]) -> None:
@@ -77,6 +78,7 @@ def test_the_expert_succeeds_through_the_whole_stack(task: str, hub: Proc, bus_c
     assert "success (" in control.output()
 
 
+@pytest.mark.timeout(600)
 def test_a_shipped_checkpoint_drives_the_simulated_arm(hub: Proc, bus_cfg: BusConfig,
                                                        procs: Callable[..., Proc]) -> None:
     """Trained on other pictures, it is not expected to succeed; the loop must run all the same."""
