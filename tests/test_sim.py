@@ -223,3 +223,17 @@ def test_a_goal_beyond_the_limits_is_clamped_to_the_model(lift_world: SimWorld) 
     lower, upper = j.unit_range()
     guard = GoalGuard(SafetyLimits(lower, upper, np.full(6, 10.0), 1 / 30, 0.25, 0.5))
     assert guard.offer(far, 0.0, 0.0) is None and guard.clamped_range == 1
+
+
+def test_the_expert_plan_waits_for_a_lagging_arm_but_not_forever() -> None:
+    from drivers.sim.expert import ExpertPlan, PlanFollower
+
+    ramp = np.repeat(np.arange(300, dtype=np.float32)[:, None], 6, axis=1)  # 1 deg a frame
+    follower = PlanFollower(ExpertPlan(30.0, {"arm": ramp}), t_start=0.0)
+    follower.observe(1.0, {"arm": ramp[30]})  # on time: nothing changes
+    assert follower.offset == 0.0
+    follower.observe(2.0, {"arm": ramp[30]})  # a second behind (a hold): the clock waits
+    assert 0.7 < follower.offset < 1.0 and follower.plan_time(2.0) < 1.3
+    for k in range(200):  # an arm that never catches up: the plan goes on after 4 s
+        follower.observe(3.0 + k / 30, {"arm": ramp[30]})
+    assert follower.offset == pytest.approx(follower.max_offset_s)

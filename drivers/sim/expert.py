@@ -149,9 +149,13 @@ class PlanFollower:
     joints only: a closed gripper stays open by the cube's width); when the arm is more than
     `lag_frames` behind, the clock is set back to where the arm is."""
 
-    def __init__(self, plan: ExpertPlan, t_start: float, window: int = 60, lag_frames: int = 12):
+    def __init__(self, plan: ExpertPlan, t_start: float, window: int = 60, lag_frames: int = 12,
+                 max_offset_s: float = 4.0):
         self.plan, self.t_start = plan, t_start
         self.window, self.lag_frames = window, lag_frames
+        # Beyond this much holding back, the plan runs on by the clock again: an arm that
+        # never catches up (seen once in 50 two-arm episodes) must not stall the plan forever.
+        self.max_offset_s = max_offset_s
         self.offset = 0.0  # seconds the plan runs behind the wall clock
         self.setbacks = 0
 
@@ -172,8 +176,9 @@ class PlanFollower:
             gap = np.maximum(gap, diff.max(axis=1))
         # Where the plan holds still (the gripper closing) every frame matches: take the latest.
         at = lo + int(np.flatnonzero(gap <= gap.min() + 1.0).max())
-        if now - at > self.lag_frames:
-            self.offset += (now - at - self.lag_frames // 2) / plan.fps
+        if now - at > self.lag_frames and self.offset < self.max_offset_s:
+            step = (now - at - self.lag_frames // 2) / plan.fps
+            self.offset = min(self.offset + step, self.max_offset_s)
             self.setbacks += 1
 
 
