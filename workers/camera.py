@@ -39,6 +39,9 @@ class Outage:
     def lost(self, reason: str) -> None:
         if self.reason is None:
             self.log.warning("camera %s lost: %s", self.camera, reason)
+            # A camera that fails at start-up would report it before the hub has passed on
+            # anyone's subscription (ZeroMQ's slow joiner): give a listener a moment.
+            self.pub.wait_for_subscriber(topics.event("camera"), 1.0)
             self.pub.publish(topics.event("camera"),
                              data={"camera": self.camera, "state": "lost", "reason": reason})
         self.reason = reason
