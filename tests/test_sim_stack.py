@@ -115,10 +115,13 @@ def test_bad_goals_and_the_estop_meet_the_servo_safety_code(hub: Proc, bus_cfg: 
     pub = Publisher(bus_cfg, "test")
     sub = Subscriber(bus_cfg, [topics.health("sim"), topics.state("arm")], mode="latest")
 
-    def arm_health() -> dict | None:
+    def sim_health() -> dict:
         sub.latest(0.05)
         msg = sub.newest.get(topics.health("sim"))
-        return None if msg is None else msg.data["arms"]["arm"]
+        return {} if msg is None else msg.data
+
+    def arm_health() -> dict | None:
+        return sim_health().get("arms", {}).get("arm")
 
     try:
         wait_until(lambda: pub.has_subscriber(topics.action("arm")), 30, "sim subscribed")
@@ -128,9 +131,12 @@ def test_bad_goals_and_the_estop_meet_the_servo_safety_code(hub: Proc, bus_cfg: 
         nan[0] = np.nan
         far = present.copy()
         far[0] = 1e6
+        # A NaN goal is dropped by the bus schema on receipt (a counted bad message, logged
+        # with its source), so it never reaches the guard; a short one is refused by the
+        # guard, an out-of-range one clamped to the joint limits.
         wait_until(lambda: (send_goal(pub, nan), send_goal(pub, present[:4]),
                             send_goal(pub, far), (h := arm_health()) and
-                            h["goals_rejected"]["nan"] and h["goals_rejected"]["length"]
+                            sim_health()["bad_messages"] and h["goals_rejected"]["length"]
                             and h["goals_clamped_range"])[-1], 30,
                    "NaN, short and out-of-range goals counted")
         wait_until(lambda: (pub.publish(topics.event("estop"),
@@ -142,7 +148,8 @@ def test_bad_goals_and_the_estop_meet_the_servo_safety_code(hub: Proc, bus_cfg: 
                    "a goal refused during the e-stop")
         state = sub.latest(0.05)[topics.state("arm")].arrays["position"]
         assert np.isfinite(state).all()
-        assert abs(float(state[0]) - present[0]) < 5.0  # it never went after the 1e6 goal
+        # The 1e6 goal was clamped: the pan went to its limit (110 deg), never beyond it.
+        assert float(state[0]) <= 110.0 + 1.0, state
         assert sim.popen.poll() is None, sim.output()
     finally:
         sub.close()
