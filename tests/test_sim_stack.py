@@ -131,14 +131,17 @@ def test_bad_goals_and_the_estop_meet_the_servo_safety_code(hub: Proc, bus_cfg: 
         nan[0] = np.nan
         far = present.copy()
         far[0] = 1e6
-        # A NaN goal is dropped by the bus schema on receipt (a counted bad message, logged
-        # with its source), so it never reaches the guard; a short one is refused by the
-        # guard, an out-of-range one clamped to the joint limits.
-        wait_until(lambda: (send_goal(pub, nan), send_goal(pub, present[:4]),
-                            send_goal(pub, far), (h := arm_health()) and
-                            sim_health()["bad_messages"] and h["goals_rejected"]["length"]
-                            and h["goals_clamped_range"])[-1], 30,
-                   "NaN, short and out-of-range goals counted")
+        # One kind at a time: the sim takes the newest goal per arm, so goals sent back to back
+        # would hide all but the last. A NaN goal is dropped by the bus schema on receipt (a
+        # counted bad message, logged with its source) and never reaches the guard; a short
+        # one is refused by the guard; an out-of-range one is clamped to the joint limits.
+        for goal, counted, what in (
+                (nan, lambda: sim_health().get("bad_messages"), "the NaN goal dropped"),
+                (present[:4], lambda: (h := arm_health()) and h["goals_rejected"]["length"],
+                 "the short goal refused"),
+                (far, lambda: (h := arm_health()) and h["goals_clamped_range"],
+                 "the out-of-range goal clamped")):
+            wait_until(lambda g=goal, c=counted: (send_goal(pub, g), c())[-1], 30, what)
         wait_until(lambda: (pub.publish(topics.event("estop"),
                                         data={"engaged": True, "reason": "test"}),
                             (h := arm_health()) and h["estop"])[-1], 30, "e-stop engaged")
