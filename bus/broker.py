@@ -1,7 +1,9 @@
 """The service half of the hub: routes requests from clients to registered workers.
 
 Workers register a service name, heartbeat every second and are dropped after three missed
-beats; several workers of one service take requests in turn. A caller always gets an answer
+beats, or at once when their connection closes (a killed process: the kernel closes its socket,
+and a monitor on the worker socket reports it within milliseconds); several workers of one
+service take requests in turn. A caller always gets an answer
 within its own deadline: an error reply when no live worker exists, when the queue is full or
 when the worker handling its request dies.
 """
@@ -15,6 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import zmq
+from zmq.utils.monitor import parse_monitor_message
 
 from bus import protocol as p
 from bus.log import Throttle, warn_throttled
@@ -40,6 +43,7 @@ class Worker:
     service: str
     expiry: float
     request: Request | None = None
+    fd: int = -1  # its connection's file descriptor, as the monitor names it
 
 
 @dataclass
@@ -67,6 +71,8 @@ class ServiceBroker:
         self.stats = BrokerStats()
         self._throttle = Throttle()
         self._encoder = Encoder("hub")
+        # libzmq's draft ROUTER_NOTIFY is not in pyzmq's wheels; the socket monitor is.
+        self.monitor = backend.get_monitor_socket(zmq.EVENT_DISCONNECTED)
 
     # -- bookkeeping -------------------------------------------------------------------------
     def live_workers(self) -> dict[str, int]:
@@ -182,7 +188,8 @@ class ServiceBroker:
                 self._send_worker(address, p.DISCONNECT)
                 return
             service = frames[4].bytes.decode(errors="replace")
-            worker = self.workers[address] = Worker(address, service, self._expiry())
+            worker = Worker(address, service, self._expiry(), fd=_source_fd(frames[4]))
+            self.workers[address] = worker
             svc = self.services.setdefault(service, Service())
             svc.live += 1
             svc.idle.append(worker)
@@ -225,10 +232,18 @@ class ServiceBroker:
             while svc.queue and svc.queue[0].deadline < now:
                 svc.queue.popleft()
 
+    def on_monitor(self, frames: list) -> None:
+        event = parse_monitor_message(frames)
+        if event["event"] != zmq.EVENT_DISCONNECTED:
+            return
+        for worker in [w for w in self.workers.values() if w.fd == event["value"]]:
+            self._remove(worker, "lost its connection")
+
     def run(self, stop: threading.Event) -> None:
         poller = zmq.Poller()
         poller.register(self.frontend, zmq.POLLIN)
         poller.register(self.backend, zmq.POLLIN)
+        poller.register(self.monitor, zmq.POLLIN)
         next_beat = time.monotonic() + p.HEARTBEAT_INTERVAL
         while not stop.is_set():
             wait_ms = max(0.0, (next_beat - time.monotonic()) * 1000)
@@ -239,6 +254,17 @@ class ServiceBroker:
             if self.frontend in events:
                 while self.frontend.poll(0):
                     self.on_client(self.frontend.recv_multipart(copy=False))
+            # After the backend: a worker's last reply is read before its disconnection.
+            if self.monitor in events:
+                while self.monitor.poll(0):
+                    self.on_monitor(self.monitor.recv_multipart())
             if time.monotonic() >= next_beat:
                 self.on_heartbeat()
                 next_beat = time.monotonic() + p.HEARTBEAT_INTERVAL
+
+
+def _source_fd(frame: zmq.Frame) -> int:
+    try:
+        return int(frame.get(zmq.SRCFD))
+    except (zmq.ZMQError, AttributeError, TypeError):
+        return -1  # no fd (inproc): such a worker is dropped by heartbeats only

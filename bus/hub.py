@@ -111,6 +111,7 @@ class Hub:
             self.ctx, xsub, xpub, self._publish_health, cfg.health_interval
         )
         self.broker = ServiceBroker(frontend, backend)
+        self._sockets.append(self.broker.monitor)
 
     def _socket(self, kind: int, endpoint: str, sndhwm: int = 1000) -> zmq.Socket:
         sock = self.ctx.socket(kind)

@@ -74,7 +74,8 @@ def test_a_worker_killed_mid_request_fails_the_request_not_hangs(
         rid, result = results[0]
         assert rid == request
         assert isinstance(result, ServiceError) and not isinstance(result, ServiceTimeout)
-        assert "stopped responding" in str(result)
+        # The kernel closes a killed process's sockets: the hub hears it, not only heartbeats.
+        assert "lost its connection" in str(result)
         assert time.monotonic() - t0 < 30  # well before the 60 s deadline
         assert live(client, "echo") == 0
 
