@@ -22,6 +22,8 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from drivers.inpaint import DiffusionInpainter, Prefix, PrefixError  # noqa: E402
+
 log = logging.getLogger("policy")
 
 IMAGE_PREFIX = "observation.images."
@@ -121,6 +123,7 @@ class PolicyRunner:
         self.preprocessor, self.postprocessor = make_pre_post_processors(
             cfg, pretrained_path=str(self.path), preprocessor_overrides=overrides,
             postprocessor_overrides={"device_processor": {"device": "cpu"}})
+        self.inpainter = self._inpainter()
 
         self.image_features = {k: tuple(v.shape) for k, v in cfg.input_features.items()
                                if k.startswith(IMAGE_PREFIX)}
@@ -142,8 +145,22 @@ class PolicyRunner:
         if missing:
             raise PolicyLoadError(f"no camera mapped to checkpoint features {missing}")
 
+    def _inpainter(self) -> DiffusionInpainter | None:
+        """Diffusion only: what lets a request carry a committed prefix."""
+        from lerobot.processor import NormalizerProcessorStep
+
+        if self.type != "diffusion":
+            return None
+        steps = [s for s in self.preprocessor.steps if isinstance(s, NormalizerProcessorStep)]
+        return DiffusionInpainter(self.policy, steps[0]) if steps else None
+
+    @property
+    def accepts_prefix(self) -> bool:
+        return self.inpainter is not None
+
     def describe(self) -> dict:
         return {
+            "accepts_prefix": self.accepts_prefix,
             "type": self.type, "device": self.device, "horizon": self.horizon,
             "action_dim": self.action_dim, "state_dim": self.state_dim, "arms": self.arms,
             "n_obs_steps": self.n_obs_steps, "scheduler": self.scheduler,
@@ -211,13 +228,21 @@ class PolicyRunner:
 
     @torch.inference_mode()
     def infer(self, images: Mapping[str, np.ndarray], states: Mapping[str, np.ndarray],
-              noise: torch.Tensor | None = None) -> Chunk:
+              noise: torch.Tensor | None = None, prefix: Prefix | None = None) -> Chunk:
+        """One chunk. With `prefix` (diffusion only), the chunk continues those actions."""
         t0 = time.perf_counter()
         frames, state = self.check(images, states)
+        if prefix is not None and self.inpainter is None:
+            raise PrefixError(f"a {self.type} policy cannot take a committed prefix (inpainting "
+                              "is for diffusion policies): use control's --join=blend")
         batch = self.preprocessor(self._batch(frames, state))
         t1 = time.perf_counter()
-        kwargs = {"noise": noise} if noise is not None else {}
-        normalized = self.policy.predict_action_chunk(batch, **kwargs)
+        if prefix is not None:
+            with self.inpainter.conditioned(prefix, noise) as start:
+                normalized = self.policy.predict_action_chunk(batch, noise=start)
+        else:
+            kwargs = {"noise": noise} if noise is not None else {}
+            normalized = self.policy.predict_action_chunk(batch, **kwargs)
         if self.device.startswith("cuda"):
             torch.cuda.synchronize()
         t2 = time.perf_counter()

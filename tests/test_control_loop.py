@@ -78,7 +78,7 @@ def test_a_policy_slower_than_a_chunk_causes_reported_holds(bus_cfg, hub, procs)
         slow = next_matching(sub, lambda m: m.topic == "event/control", "'policy too slow'")
         assert slow.data["kind"] == "policy_too_slow"
         assert slow.data["latency_ms"] > slow.data["chunk_ms"] / 2
-        assert "another policy worker" in slow.data["text"]
+        assert "policy workers (SO101_POLICY_WORKERS)" in slow.data["text"]
     control.wait_for_output("policy too slow: latency")
 
 
@@ -124,6 +124,58 @@ def test_error_replies_back_off_instead_of_a_request_storm(bus_cfg, hub, procs) 
         later = next_matching(sub, lambda m: m.data["uptime_s"] >= first.data["uptime_s"] + 4,
                               "four more seconds")
     assert later.data["errors"] - first.data["errors"] <= 8, (first.data, later.data)
+
+
+def stop_marker(sub: Subscriber):
+    return next_matching(sub, lambda m: m.topic == "event/episode" and m.data["phase"] == "stop"
+                         and m.data.get("source") == "control", "the episode to end")
+
+
+def test_inpaint_join_sends_the_committed_actions_and_leaves_no_seam(bus_cfg, hub,
+                                                                     procs) -> None:
+    """The stand-in keeps a prefix as an inpainting policy does: every switch to a new chunk
+    lands on the action already planned. Blending the same chunks does jump."""
+    with Subscriber(bus_cfg, ["event/episode"], mode="every") as sub:
+        # Long enough for several chunks after the replay's first frames (seconds, loaded).
+        _, control = start(procs, bus_cfg, latency=0.15, episode_s=10)
+        stats = stop_marker(sub).data["stats"]
+    control.wait_for_output("join: inpaint (the policy accepts a committed prefix)")
+    assert stats["join"] == "inpaint" and stats["seams"] >= 3
+    assert stats["seam_jump_p99_deg"] == 0.0
+    with Subscriber(bus_cfg, ["event/episode"], mode="every") as sub:
+        procs("control-blend", "-m", "workers.control", "--task=lift", "--episodes=1",
+              "--episode_s=8", "--join=blend", *bus_args(bus_cfg))
+        blended = stop_marker(sub).data["stats"]
+    assert blended["join"] == "blend" and blended["seams"] >= 3
+    assert blended["seam_jump_p99_deg"] > 0.0
+
+
+def test_two_workers_take_turns_and_a_killed_one_is_failed_over(bus_cfg, hub, procs) -> None:
+    procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(bus_cfg))
+    workers = {}
+    for name in ("a", "b"):
+        workers[name] = procs(f"policy-{name}", "-m", "workers.stand_in_policy", "--task=lift",
+                              "--latency=0.3", f"--name={name}", *bus_args(bus_cfg))
+    for worker in workers.values():
+        worker.wait_for_output("ready:")
+    with Subscriber(bus_cfg, ["chunk/", "action/", "event/hold"], mode="every") as sub:
+        control = procs("control", "-m", "workers.control", "--task=lift", "--episodes=1",
+                        "--episode_s=600", "--policy_workers=2", *bus_args(bus_cfg))
+        control.wait_for_output("policy workers in use: 2")
+        served = [next_matching(sub, lambda m: m.topic == "chunk/lift", "chunks").data["worker"]
+                  for _ in range(12)]
+        assert served.count("a") >= 3 and served.count("b") >= 3, served
+        workers["a"].stop(signal.SIGKILL)
+        control.wait_for_output("policy workers in use: 1")
+        after = []
+        while len(after) < 60:  # two more seconds of actions, and every hold with its reason
+            msg = next_matching(sub, lambda m: m.topic != "chunk/lift", "actions after the kill")
+            if msg.topic == "event/hold":
+                assert msg.data["reason"], msg.data
+            else:
+                after.append(msg)
+        chunk = next_matching(sub, lambda m: m.topic == "chunk/lift", "a chunk after the kill")
+        assert chunk.data["worker"] == "b"
 
 
 def test_stale_actions_are_skipped_and_counted(bus_cfg, hub, procs) -> None:

@@ -5,7 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.control.plan import ActionPlan, LatencyEstimate, stall_bound_fraction
+from workers.control.plan import (
+    ActionPlan,
+    LatencyEstimate,
+    max_latency_without_stall,
+    stall_bound_fraction,
+)
 
 DT = 0.1
 
@@ -80,3 +85,47 @@ def test_latency_estimate_uses_a_high_percentile() -> None:
 def test_stall_bound() -> None:
     assert stall_bound_fraction(0.25, 16, 1 / 30) == 0.0
     assert stall_bound_fraction(0.4, 16, 1 / 30) == pytest.approx((0.8 - 16 / 30) / 0.4)
+
+
+def test_stall_bound_with_several_workers() -> None:
+    chunk_s = 16 / 30
+    # One worker: half a chunk; two: two thirds; three: three quarters.
+    assert max_latency_without_stall(16, 1 / 30, 1) == pytest.approx(chunk_s / 2)
+    assert max_latency_without_stall(16, 1 / 30, 2) == pytest.approx(chunk_s * 2 / 3)
+    assert stall_bound_fraction(0.35, 16, 1 / 30, workers=2) == 0.0
+    # 400 ms with 2 workers: requests every 200 ms, each chunk stale by 600 ms of 533.
+    assert stall_bound_fraction(0.4, 16, 1 / 30, workers=2) == pytest.approx(
+        (0.6 - chunk_s) / 0.2
+    )
+    assert stall_bound_fraction(0.4, 16, 1 / 30, workers=3) == 0.0
+
+
+def test_prefix_is_the_plan_from_the_next_tick_with_the_committed_count() -> None:
+    plan = ActionPlan(DT, epoch=0.0, blend="latest")
+    plan.add(chunk(list(range(10))), t_obs=0.0)  # ticks 0..9
+    for tick in range(3):
+        plan.take(tick)
+    # Observed at tick 3; the reply is expected at 0.55 s: ticks 3, 4, 5 run whatever happens.
+    actions, start, committed = plan.prefix(3 * DT, 0.55, limit=16)
+    assert start == 0 and committed == 3
+    np.testing.assert_array_equal(actions[:, 0], [3, 4, 5, 6, 7, 8, 9])
+    hard, _, n = plan.prefix(3 * DT, 0.55, limit=16, soft=False)
+    assert len(hard) == n == 3
+    # Never past the chunk the policy can plan.
+    assert len(plan.prefix(3 * DT, 0.55, limit=4)[0]) == 4
+    # The observation may be older than the next tick: start says where the prefix begins.
+    assert plan.prefix(1 * DT, 0.55, limit=16)[1] == 2
+    assert ActionPlan(DT, 0.0).prefix(0.0, 1.0, limit=16) is None
+
+
+@pytest.mark.parametrize(("blend", "jump"), [("latest", 10.0), ("weighted", 5.0)])
+def test_seam_jumps_are_measured_where_a_chunk_takes_over(blend: str, jump: float) -> None:
+    plan = ActionPlan(DT, epoch=0.0, blend=blend, weight=0.5)
+    plan.add(chunk([0] * 8), t_obs=0.0)
+    assert not plan.seams  # nothing planned before: no seam
+    plan.take(0)
+    plan.take(1)
+    plan.add(chunk([10] * 8), t_obs=0.0)  # ticks 0, 1 stale; tick 2 is the seam
+    assert list(plan.seams) == [pytest.approx(jump)]
+    plan.add(chunk([10] * 8), t_obs=2 * DT)  # the same plan again
+    assert plan.seams[-1] == pytest.approx(0.0 if blend == "latest" else 2.5)

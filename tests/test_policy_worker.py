@@ -182,7 +182,22 @@ def test_worker_serves_chunks_and_error_replies(bus_cfg: BusConfig, hub, procs,
         assert reply.arrays["actions"].dtype == np.float32
         assert set(reply.data["timings"]) == {"queue", "preprocess", "inference", "postprocess"}
         assert reply.data["t_obs"] == 123.0 and len(reply.data["normalized_range"]) == 2
+        assert reply.data["accepts_prefix"] is True
+        # A committed prefix comes back where it was put (the chunk continues it).
+        prefix = np.full((3, 6), 25.0, np.float32)
+        kept = client.call("policy/lift", {"image.front": images["front"],
+                                           "state.arm": states["arm"], "prefix": prefix},
+                           {"prefix_start": 1, "prefix_committed": 3}, timeout=60)
+        np.testing.assert_allclose(kept.arrays["actions"][1:4], prefix, atol=1e-2)
+        nan_prefix = prefix.copy()
+        nan_prefix[0, 0] = np.nan
         for arrays, data, message in [
+            ({"image.front": images["front"], "state.arm": states["arm"], "prefix": nan_prefix},
+             {}, "prefix contains NaN"),
+            ({"image.front": images["front"], "state.arm": states["arm"],
+              "prefix": np.zeros((2, 4), np.float32)}, {}, "prefix has shape (2, 4)"),
+            ({"image.front": images["front"], "state.arm": states["arm"], "prefix": prefix},
+             {"prefix_start": "soon"}, "prefix_start and prefix_committed must be integers"),
             ({"state.arm": states["arm"]}, {}, "missing camera 'front'"),
             ({"image.front": images["front"], "state.arm": np.zeros(12, np.float32)}, {},
              "state has 12 values"),

@@ -5,9 +5,13 @@
 
 Request (arrays): `image.<camera>` uint8 (H, W, 3) or a short history (n, H, W, 3), oldest
 first; `state.<arm>` float32 (6,) or (n, 6). data: `t_obs` (bus clock), optional `task`.
+Optional committed prefix (diffusion only, docs/seams.md): arrays `prefix` float32
+(n, action_dim) in robot units; data `prefix_start` (the chunk index of its first action) and
+`prefix_committed` (how many of them are certain to run; the rest are weighted down).
 `data: {"describe": true}` returns what the checkpoint expects instead of a chunk.
 Reply: arrays `actions` float32 (horizon, action_dim) in robot units; data `normalized_range`,
-`timings` (queue, preprocess, inference, postprocess; seconds), `t_obs`, `arms`.
+`timings` (queue, preprocess, inference, postprocess; seconds), `t_obs`, `arms`,
+`accepts_prefix` (whether this worker can inpaint).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import numpy as np
 from bus import BusConfig, Message, Publisher, Reply, RequestError, ServiceWorker
 from bus.clock import now
 from bus.health import HealthReporter
+from drivers.inpaint import Prefix, PrefixError
 from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner
 from workers import lifecycle
 from workers.tasks import get_task, service_name
@@ -68,8 +73,8 @@ class PolicyService:
         images = {k[len("image."):]: v for k, v in request.arrays.items() if k.startswith("image.")}
         states = {k[len("state."):]: v for k, v in request.arrays.items() if k.startswith("state.")}
         try:
-            chunk = self.runner.infer(images, states)
-        except ObservationError as exc:
+            chunk = self.runner.infer(images, states, prefix=request_prefix(request))
+        except (ObservationError, PrefixError) as exc:
             self.errors += 1
             self.log.warning("rejected a request from %s: %s", request.src, exc)
             raise RequestError(str(exc)) from None
@@ -79,7 +84,8 @@ class PolicyService:
         return Reply(
             {"actions": chunk.actions},
             {"normalized_range": list(chunk.normalized_range), "timings": timings,
-             "t_obs": request.data.get("t_obs", request.t_cap), "arms": self.runner.arms},
+             "t_obs": request.data.get("t_obs", request.t_cap), "arms": self.runner.arms,
+             "accepts_prefix": self.runner.accepts_prefix},
         )
 
     def health(self) -> dict:
@@ -93,6 +99,20 @@ class PolicyService:
 
             report["cuda_peak_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
         return report
+
+
+def request_prefix(request: Message) -> Prefix | None:
+    """The committed prefix a request carries, if any (checked by the inpainter)."""
+    actions = request.arrays.get("prefix")
+    if actions is None:
+        return None
+    try:
+        start = int(request.data.get("prefix_start", 0))
+        committed = request.data.get("prefix_committed")
+        committed = None if committed is None else int(committed)
+    except (TypeError, ValueError):
+        raise PrefixError("prefix_start and prefix_committed must be integers") from None
+    return Prefix(np.asarray(actions), start, committed)
 
 
 def main() -> None:

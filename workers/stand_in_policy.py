@@ -4,6 +4,8 @@
 
 Answers each observation with a chunk that starts at the observed state and moves each joint
 by `step` per action: valid actions, with a known shape, after exactly the latency asked for.
+A committed prefix in the request (control's --join=inpaint) is copied into the chunk where it
+belongs, as an inpainting policy would keep it.
 For testing the control loop and the stack without a checkpoint, and for bench.control.
 Its behaviour can be changed while it runs by publishing `event/stand_in`
 {latency: s, fail: "message" | null} (tests use this to make the policy slow or failing).
@@ -30,6 +32,7 @@ class StandInConfig:
     latency: float = 0.1
     horizon: int = 16
     step: float = 0.1  # joint change per action (degrees)
+    name: str = "stand-in"  # the source name its replies carry (tests tell workers apart)
 
 
 class StandInPolicy:
@@ -55,19 +58,27 @@ class StandInPolicy:
         state = np.concatenate([s.reshape(-1, s.shape[-1])[-1] for s in states])
         ramp = np.arange(self.cfg.horizon, dtype=np.float32)[:, None] * self.cfg.step
         actions = state[None, :] + ramp
+        prefix = request.arrays.get("prefix")
+        if prefix is not None:
+            start = int(request.data.get("prefix_start", 0))
+            if prefix.ndim != 2 or prefix.shape[1] != actions.shape[1]:
+                raise RequestError(f"prefix has shape {tuple(prefix.shape)}")
+            n = max(0, min(len(prefix), self.cfg.horizon - start))
+            actions[start : start + n] = prefix[:n]
         time.sleep(max(0.0, self.latency - (time.perf_counter() - started)))
         return Reply({"actions": actions.astype(np.float32)},
                      {"t_obs": request.data.get("t_obs", request.t_cap),
                       "normalized_range": [-1.0, 1.0], "arms": list(self.task.arms),
+                      "accepts_prefix": True,
                       "timings": {"inference": self.latency}})
 
 
 def main() -> None:
     cfg = draccus.parse(StandInConfig)
-    log, stop = lifecycle.start(f"stand-in-{cfg.task}")
+    log, stop = lifecycle.start(f"{cfg.name}-{cfg.task}")
     policy = StandInPolicy(cfg)
     control = Subscriber(cfg.bus, [topics.event("stand_in")], mode="every")
-    worker = ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source="stand-in")
+    worker = ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source=cfg.name)
     serving = threading.Thread(target=worker.run, args=(stop,), name="service")
     serving.start()
     log.info("ready: stand-in for task %s, latency %.3f s, horizon %d", cfg.task, cfg.latency,

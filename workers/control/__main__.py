@@ -1,12 +1,16 @@
 """The control loop: observations -> policy -> actions on time, with no stall at chunk edges.
 
     uv run python -m workers.control --task=lift [--episodes=10] [--episode_s=20] [--fps=30]
-        [--blend=weighted] [--schedule=ahead|sync] [--policy_timeout=1.5] [--bus.*]
+        [--join=auto|inpaint|blend|latest] [--blend=weighted|average] [--schedule=ahead|sync]
+        [--policy_workers=1] [--policy_timeout=1.5] [--bus.*]
 
 Each tick (monotonic schedule at `fps`) it takes the newest frames and states, asks the policy
 for the next chunk *ahead of time* (while the current chunk still covers the measured latency),
-places each action at its execution time `t_obs + i * dt`, skips those already past, blends
-overlapping chunks, and publishes `action/<arm>` with the execution time. When the policy is
+places each action at its execution time `t_obs + i * dt`, skips those already past, joins
+overlapping chunks (inpaint: the request carries the actions already committed and a diffusion
+policy continues them, docs/seams.md; blend: a weighted average; latest: the new chunk wins),
+and publishes `action/<arm>` with the execution time. With several policy workers it keeps one
+request in flight per live worker, staggered so chunks arrive evenly. When the policy is
 slow, failing or gone it runs what it still has, then holds and says why (`event/hold`), and
 resumes when answers come back. `--schedule=sync` is the baseline the user had: ask only when
 the queue is empty, then run the chunk from its first action.
@@ -38,10 +42,16 @@ from bus.log import Throttle, warn_throttled
 from drivers.backoff import Backoff
 from workers import lifecycle
 from workers.control.observe import ObservationBuilder
-from workers.control.plan import ActionPlan, LatencyEstimate, stall_bound_fraction
+from workers.control.plan import (
+    ActionPlan,
+    LatencyEstimate,
+    max_latency_without_stall,
+    stall_bound_fraction,
+)
 from workers.tasks import get_task, service_name
 
 SIM_TOPIC = topics.event("sim")
+JOINS = ("auto", "inpaint", "blend", "latest")
 
 
 @dataclass
@@ -54,9 +64,18 @@ class ControlConfig:
     fps: float = 30.0
     # ahead: request the next chunk while the current one covers the latency; sync: baseline.
     schedule: str = "ahead"
-    # latest | weighted | average, where chunks overlap.
+    # How a new chunk joins the plan: inpaint (send the committed actions; the policy continues
+    # them), blend (average with `blend`), latest (the new chunk wins); auto = inpaint when the
+    # policy says it accepts a prefix (diffusion), else blend.
+    join: str = "auto"
+    # Inpaint: also send the plan beyond the committed actions, weighted down (RTC's soft prefix).
+    prefix_soft: bool = True
+    # Blend: weighted | average (| latest, the same as --join=latest).
     blend: str = "weighted"
     blend_weight: float = 0.5
+    # Policy workers to use at once: up to one request in flight per live worker (the hub says
+    # how many are live), staggered.
+    policy_workers: int = 1
     # Every part of an observation within this many seconds of the observation time.
     max_skew: float = 0.1
     # A request without an answer after this long counts as failed.
@@ -132,7 +151,11 @@ class ControlLoop:
         self.client = ServiceClient(cfg.bus, cfg.name)
         self.latency = LatencyEstimate(initial=cfg.policy_timeout / 2)
         self.stats = LoopStats()
-        self.plan = ActionPlan(self.dt, now(), cfg.blend, cfg.blend_weight)
+        self.join = cfg.join  # "auto" until the first reply says whether a prefix is accepted
+        self.plan = self._new_plan()
+        self.workers = 1  # live policy workers used (hub status), at most cfg.policy_workers
+        self.status_request: bytes | None = None
+        self.status_due = 0.0
         self.in_flight: dict[bytes, tuple[float, float, int]] = {}  # id -> (sent, t_obs, ep)
         self.episode = 0
         self.holding = False
@@ -146,10 +169,32 @@ class ControlLoop:
         self.retry = Backoff(0.05, 2.0)  # after an error reply
         self.error_log = Throttle(5.0)
 
+    def _new_plan(self) -> ActionPlan:
+        blend = "latest" if self.join in ("inpaint", "latest") else self.cfg.blend
+        return ActionPlan(self.dt, now(), blend, self.cfg.blend_weight)
+
+    def _resolve_join(self, accepts_prefix: bool) -> None:
+        """`--join=auto` meets the policy's first answer: inpaint if it can, else blend."""
+        self.join = "inpaint" if accepts_prefix else "blend"
+        self.plan.blend = "latest" if self.join == "inpaint" else self.cfg.blend
+        why = "accepts" if accepts_prefix else "cannot take"
+        self.log.info("join: %s (the policy %s a committed prefix)", self.join, why)
+
     # -- reporting ---------------------------------------------------------------------------
+    def _seams(self) -> dict:
+        seams = self.plan.seams
+        return {
+            "join": self.join,
+            "seams": len(seams),
+            "seam_jump_p50_deg": round(float(np.percentile(seams, 50)), 3) if seams else None,
+            "seam_jump_p99_deg": round(float(np.percentile(seams, 99)), 3) if seams else None,
+        }
+
     def _health(self) -> dict:
         return {
             **self.stats.summary(self.dt),
+            **self._seams(),
+            "policy_workers": self.workers,
             "task": self.task.name,
             "episode": self.episode,
             "holding": self.holding,
@@ -184,12 +229,46 @@ class ControlLoop:
 
     # -- policy ------------------------------------------------------------------------------
     def _should_request(self, tick: int) -> bool:
-        if self.in_flight or not self.retry.due():
+        if not self.retry.due():
             return False
         if self.cfg.schedule == "sync":
-            return not self.plan.slots
+            return not self.in_flight and not self.plan.slots
+        if len(self.in_flight) >= self.workers:
+            return False
+        latency = self.latency.value()
+        if self.in_flight:
+            last_sent = max(sent for sent, _, _ in self.in_flight.values())
+            if time.monotonic() - last_sent < latency / self.workers:
+                return False  # staggered, so that chunks arrive evenly
+        return self._cover(tick) <= latency + self.cfg.margin_ticks * self.dt
+
+    def _cover(self, tick: int) -> float:
+        """Seconds of actions planned after `tick`, counting chunks in flight as arrived."""
         cover = self.plan.ahead(tick) * self.dt
-        return cover <= self.latency.value() + self.cfg.margin_ticks * self.dt
+        if self.horizon:
+            t_tick = self.plan.time_of(tick)
+            for _, t_obs, _ in self.in_flight.values():
+                cover = max(cover, t_obs + (self.horizon - 1) * self.dt - t_tick)
+        return cover
+
+    def _poll_workers(self) -> None:
+        """Ask the hub (without waiting) how many policy workers are live, once a second."""
+        if self.cfg.policy_workers <= 1 or self.status_request:
+            return
+        if time.monotonic() < self.status_due:
+            return
+        self.status_due = time.monotonic() + 1.0
+        self.status_request = self.client.send("hub", timeout=1.0)
+
+    def _on_status(self, result: Message | ServiceError) -> None:
+        self.status_request = None
+        if isinstance(result, ServiceError):
+            return
+        live = int(result.data.get("workers", {}).get(self.service, 0))
+        workers = max(1, min(self.cfg.policy_workers, live))
+        if workers != self.workers:
+            self.log.info("policy workers in use: %d (%d live)", workers, live)
+        self.workers = workers
 
     def _request(self, t_obs: float) -> None:
         self.sub.latest()
@@ -198,17 +277,24 @@ class ControlLoop:
             self.why = why_not
             return
         self.stats.skew_ms.append(self.observer.last_skew * 1000)
+        data = {"t_obs": t_obs, "task": self.task.name}
+        if self.join == "inpaint" and self.horizon:
+            # Committed: what runs before the reply is expected back, whatever it says.
+            until = t_obs + self.latency.value() + self.cfg.margin_ticks * self.dt
+            prefix = self.plan.prefix(t_obs, until, self.horizon, self.cfg.prefix_soft)
+            if prefix is not None:
+                arrays = {**arrays, "prefix": prefix[0]}
+                data["prefix_start"], data["prefix_committed"] = prefix[1], prefix[2]
         rid = self.client.send(
-            self.service,
-            arrays,
-            {"t_obs": t_obs, "task": self.task.name},
-            timeout=self.cfg.policy_timeout,
-            t_cap=t_obs,
+            self.service, arrays, data, timeout=self.cfg.policy_timeout, t_cap=t_obs
         )
         self.in_flight[rid] = (time.monotonic(), t_obs, self.episode)
         self.stats.requests += 1
 
     def _on_reply(self, rid: bytes, result: Message | ServiceError, tick: int) -> None:
+        if rid == self.status_request:
+            self._on_status(result)
+            return
         sent, t_obs, episode = self.in_flight.pop(rid, (None, None, None))
         if sent is None:
             return
@@ -224,11 +310,16 @@ class ControlLoop:
             self.stats.errors += 1
             self.why = f"policy error: {result.text}"
             retry_s = self.retry.failed()
-            warn_throttled(self.log, self.error_log, result.text,
-                           f"policy error reply: {result.text} (next request in "
-                           f"{retry_s * 1000:.0f} ms)")
+            warn_throttled(
+                self.log,
+                self.error_log,
+                result.text,
+                f"policy error reply: {result.text} (next request in {retry_s * 1000:.0f} ms)",
+            )
             return
         self.retry.reset()
+        if self.join == "auto":
+            self._resolve_join(bool(result.data.get("accepts_prefix")))
         latency = time.monotonic() - sent
         self.latency.add(latency)
         self.stats.latency_ms.append(latency * 1000)
@@ -261,6 +352,7 @@ class ControlLoop:
                 "arms": self.arms,
                 "latency_s": round(latency, 4),
                 "episode": self.episode,
+                "worker": result.src,
             },
             t_cap=t_obs,
         )
@@ -269,18 +361,21 @@ class ControlLoop:
     def _check_fast_enough(self) -> None:
         if self.warned_slow or self.horizon is None or self.cfg.schedule != "ahead":
             return
-        latency, chunk = self.latency.value(), self.horizon * self.dt
-        if len(self.latency.samples) >= 3 and latency > chunk / 2:
+        latency, chunk, n = self.latency.value(), self.horizon * self.dt, self.workers
+        limit = max_latency_without_stall(self.horizon, self.dt, n)
+        if len(self.latency.samples) >= 3 and latency > limit:
             self.warned_slow = True
-            bound = stall_bound_fraction(latency, self.horizon, self.dt)
+            bound = stall_bound_fraction(latency, self.horizon, self.dt, n)
+            # L <= N*C/(N+1)  <=>  N >= L / (C - L), and H*dt >= L*(N+1)/N.
+            needed = f"{int(np.ceil(latency / (chunk - latency)))}" if chunk > latency else "more"
             text = (
                 f"policy too slow: latency {latency * 1000:.0f} ms vs chunk "
                 f"{chunk * 1000:.0f} ms ({self.horizon} actions at {self.cfg.fps:g} Hz); "
-                f"one worker can only run without stalls while latency <= "
-                f"{chunk * 500:.0f} ms. Expect at least {bound * 60000:.0f} ms of stall per "
+                f"{n} worker(s) run without stalls only while latency <= N*chunk/(N+1) = "
+                f"{limit * 1000:.0f} ms. Expect at least {bound * 60000:.0f} ms of stall per "
                 f"minute. Fix: a faster policy (fewer diffusion steps, a GPU), a longer "
-                f"horizon (>= {int(np.ceil(2 * latency / self.dt))} actions), or another "
-                f"policy worker."
+                f"horizon (>= {int(np.ceil(latency * (n + 1) / n / self.dt))} actions), or "
+                f"{needed} policy workers (SO101_POLICY_WORKERS)."
             )
             self.log.warning("%s", text)
             self.pub.publish(
@@ -293,6 +388,8 @@ class ControlLoop:
                     "stall_bound_ms_per_min": bound * 60000,
                     "horizon": self.horizon,
                     "fps": self.cfg.fps,
+                    "workers": n,
+                    "max_latency_ms": limit * 1000,
                 },
             )
 
@@ -300,6 +397,7 @@ class ControlLoop:
     def tick(self, tick: int) -> None:
         for rid, result in self.client.poll(0):
             self._on_reply(rid, result, tick - 1)
+        self._poll_workers()
         t_tick = self.plan.time_of(tick)
         if self._should_request(tick):
             self._request(now())
@@ -342,7 +440,7 @@ class ControlLoop:
 
     def run_episode(self, stop, episode: int) -> None:
         self.episode = episode
-        self.plan = ActionPlan(self.dt, now(), self.cfg.blend, self.cfg.blend_weight)
+        self.plan = self._new_plan()
         self.warned_slow = False
         self.acted = False
         self.stats = LoopStats()  # health and the stop marker report this episode
@@ -386,7 +484,11 @@ class ControlLoop:
                 "source": self.cfg.name,
                 "seed": self.cfg.seed + episode,
                 "outcome": self.outcome,
-                "stats": {**self.stats.summary(self.dt), "skipped_actions": self.plan.skipped},
+                "stats": {
+                    **self.stats.summary(self.dt),
+                    **self._seams(),
+                    "skipped_actions": self.plan.skipped,
+                },
             },
         )
         self.log.info("episode %d: stop; %s", episode, self.stats.summary(self.dt))
@@ -418,6 +520,10 @@ def main() -> None:
         get_task(cfg.task)
         if cfg.schedule not in ("ahead", "sync"):
             raise ValueError(f"--schedule={cfg.schedule!r}: expected ahead or sync")
+        if cfg.join not in JOINS:
+            raise ValueError(f"--join={cfg.join!r}: expected one of {', '.join(JOINS)}")
+        if cfg.policy_workers < 1:
+            raise ValueError(f"--policy_workers={cfg.policy_workers}: expected >= 1")
         if cfg.fps <= 0 or cfg.episode_s <= 0:
             raise ValueError("--fps and --episode_s must be > 0")
         loop = ControlLoop(cfg, log)
@@ -429,14 +535,19 @@ def main() -> None:
         log.info(
             "no listener for event/episode after %.0f s; starting anyway", cfg.wait_for_listeners
         )
+    join = {
+        "auto": f"auto (inpaint if the policy accepts a committed prefix, else blend {cfg.blend})",
+        "blend": f"blend ({cfg.blend})",
+    }.get(cfg.join, cfg.join)
     log.info(
-        "ready: task %s at %g Hz, schedule %s, blend %s, policy %s (timeout %.1f s), "
+        "ready: task %s at %g Hz, schedule %s, join %s, policy %s x%d (timeout %.1f s), "
         "episodes %s of %.0f s",
         loop.task.name,
         cfg.fps,
         cfg.schedule,
-        cfg.blend,
+        join,
         loop.service,
+        cfg.policy_workers,
         cfg.policy_timeout,
         cfg.episodes or "unlimited",
         cfg.episode_s,

@@ -38,6 +38,9 @@ class ActionPlan:
         self.slots: dict[int, Slot] = {}
         self.last_run = -1  # the last tick taken
         self.skipped = 0
+        # At each chunk's first tick still to run: how far (max over joints) the merge moved
+        # the planned action. What the arm feels at a chunk switch; 0 for a seamless join.
+        self.seams: deque[float] = deque(maxlen=1000)
 
     def tick_of(self, t: float) -> int:
         return int(round((t - self.epoch) / self.dt))
@@ -51,6 +54,7 @@ class ActionPlan:
         `first_tick` places action 0 at that tick instead of at t_obs (the synchronous
         baseline, which runs a chunk from its first action whenever it arrives)."""
         stale = 0
+        seam_tick, before = None, None
         for i, action in enumerate(actions):
             intended = t_obs + i * self.dt
             tick = self.tick_of(intended) if first_tick is None else first_tick + i
@@ -58,6 +62,9 @@ class ActionPlan:
                 stale += 1
                 continue
             old = self.slots.get(tick)
+            if seam_tick is None:
+                seam_tick = tick
+                before = None if old is None else old.action.copy()
             if old is None or self.blend == "latest":
                 self.slots[tick] = Slot(np.array(action, np.float32), intended)
             elif self.blend == "average":
@@ -68,7 +75,34 @@ class ActionPlan:
                 old.action = old.action + self.weight * (action - old.action)
                 old.chunks, old.intended = old.chunks + 1, intended
         self.skipped += stale
+        if before is not None:
+            self.seams.append(float(np.abs(self.slots[seam_tick].action - before).max()))
         return stale
+
+    def prefix(
+        self, t_obs: float, committed_until: float, limit: int, soft: bool = True
+    ) -> tuple[np.ndarray, int, int] | None:
+        """What a request observed at `t_obs` should continue: (actions, start, committed).
+
+        The planned actions from the next tick to run on, without a gap, at most up to chunk
+        index `limit`; `start` is the chunk index of the first (index 0 = `t_obs`), the first
+        `committed` run before `committed_until` (when the reply is expected) whatever the
+        policy answers. `soft=False` sends only those. None when nothing is planned."""
+        base = self.tick_of(t_obs)
+        first = max(base, self.last_run + 1)
+        ticks = []
+        while first + len(ticks) in self.slots and first + len(ticks) - base < limit:
+            ticks.append(first + len(ticks))
+        committed = sum(1 for k in ticks if self.time_of(k) <= committed_until)
+        if not soft:
+            ticks = ticks[:committed]
+        if not ticks:
+            return None
+        return np.stack([self.slots[k].action for k in ticks]), ticks[0] - base, committed
+
+    def planned_until(self, tick: int) -> float:
+        """The time of the last action planned without a gap after `tick`."""
+        return self.time_of(tick + self.ahead(tick))
 
     def take(self, tick: int) -> Slot | None:
         """The action for `tick` (None: nothing planned); forgets everything up to it."""
@@ -106,10 +140,19 @@ class LatencyEstimate:
         return float(np.percentile(self.samples, self.percentile))
 
 
-def stall_bound_fraction(latency: float, horizon: int, dt: float) -> float:
-    """The least share of time without a fresh action with one policy worker.
+def stall_bound_fraction(latency: float, horizon: int, dt: float, workers: int = 1) -> float:
+    """The least share of time without a fresh action, with `workers` policy workers.
 
-    A chunk observed at t is usable from t + L to t + H*dt, and the next request cannot start
-    before this one returns; back to back, each cycle of L brings H*dt - L of new actions."""
-    chunk = horizon * dt
-    return min(1.0, max(0.0, (2 * latency - chunk) / latency)) if latency > 0 else 0.0
+    A chunk observed at t is usable from t + L to t + H*dt. Each worker takes one request at
+    a time, so at best requests go out every s = L/N (staggered); the chunk in use then was
+    observed at most L + s ago, and the arm stalls for L + s - H*dt of every s. No stall while
+    L <= N * H*dt / (N + 1): half a chunk with one worker, two thirds with two."""
+    if latency <= 0:
+        return 0.0
+    spacing = latency / workers
+    return min(1.0, max(0.0, (latency + spacing - horizon * dt) / spacing))
+
+
+def max_latency_without_stall(horizon: int, dt: float, workers: int = 1) -> float:
+    """The largest policy latency that runs without stalls (the bound above)."""
+    return workers * horizon * dt / (workers + 1)
