@@ -24,6 +24,7 @@ _so101_stack_env() {
     export CHECKPOINT="${CHECKPOINT:-}"
     export SO101_POLICY="${SO101_POLICY:-policy}"
     export SO101_RECORD="${SO101_RECORD:-false}"
+    export SO101_POLICY_WORKERS="${SO101_POLICY_WORKERS:-1}"
     export SO101_BUS_CONFIG="${SO101_BUS_CONFIG:-configs/bus.yaml}"
     export SO101_ROBOT_CONFIG="${SO101_ROBOT_CONFIG:-configs/robot.yaml}"
     export SO101_LOG_DIR="${SO101_LOG_DIR:-$SO101_HOME/logs}"
@@ -63,6 +64,10 @@ _so101_stack_env() {
     if [[ "$SO101_POLICY" == expert_policy && "$SO101_PROFILE" != sim ]]; then
         _so101_fail "SO101_POLICY=expert needs SO101_PROFILE=sim (it plans from the" \
             "simulator's ground truth)" || return
+    fi
+    if [[ ! "$SO101_POLICY_WORKERS" =~ ^[1-9][0-9]*$ ]]; then
+        _so101_fail "SO101_POLICY_WORKERS=$SO101_POLICY_WORKERS: a whole number >= 1 (policy" \
+            "processes serving policy/$TASK)" || return
     fi
     case "$SO101_RECORD" in
         true | false) ;;
@@ -106,7 +111,13 @@ _so101_stack_env() {
         && -f "$checkpoint/config.json" ]]; then
         SO101_SIM_FLAGS="--checkpoint=$(printf %q "$checkpoint") $SO101_SIM_FLAGS"
     fi
+    # Workers 2..N are [program:policy-more] in workers-n.conf; control uses them all.
+    SO101_POLICY_POOL=1
+    SO101_POLICY_MORE=$((SO101_POLICY_WORKERS - 1))
+    ((SO101_POLICY_MORE == 0)) || SO101_POLICY_POOL=n
+    SO101_CONTROL_FLAGS="--policy_workers=$SO101_POLICY_WORKERS $SO101_CONTROL_ARGS"
     export SO101_POLICY SO101_POLICY_FLAGS SO101_POLICY_AUTOSTART SO101_SIM_FLAGS
+    export SO101_POLICY_POOL SO101_POLICY_MORE SO101_CONTROL_FLAGS
     mkdir -p "$SO101_LOG_DIR" "$SO101_RUN_DIR"
 }
 

@@ -148,6 +148,13 @@ def test_entrypoint_dry_run_task_device_and_profile(tmp_path: Path,
     refused = entrypoint(tmp_path, "--dry-run", SO101_POLICY="expert")
     assert refused.returncode == 2 and "needs SO101_PROFILE=sim" in refused.stderr
 
+    pool = entrypoint(tmp_path, "--dry-run", SO101_POLICY="stand_in", SO101_POLICY_WORKERS="3")
+    progs = programs(pool.stdout)
+    assert {"policy", "policy-2", "policy-3"} <= set(progs) and "policy-4" not in progs
+    assert "--name=policy-3" in progs["policy-3"] and "--policy_workers=3" in progs["control"]
+    assert "policy-2" not in programs(entrypoint(tmp_path, "--dry-run",
+                                                 SO101_POLICY="stand_in").stdout)
+
     remote = entrypoint(tmp_path, "--dry-run", SO101_POLICY="remote", CHECKPOINT="/nowhere")
     assert remote.returncode == 0, remote.stderr
     assert "manual start" in programs(remote.stdout)["policy"], "remote: no local policy"
@@ -158,6 +165,7 @@ def test_entrypoint_dry_run_task_device_and_profile(tmp_path: Path,
     ({"DEVICE": "tpu"}, "DEVICE=tpu: choose auto"),
     ({"SO101_PROFILE": "moon"}, "SO101_PROFILE=moon: choose fake"),
     ({"SO101_POLICY": "gpt"}, "SO101_POLICY=gpt: choose policy"),
+    ({"SO101_POLICY_WORKERS": "0"}, "SO101_POLICY_WORKERS=0: a whole number >= 1"),
     ({"CHECKPOINT": "/nonexistent/ckpt"}, "checkpoint not found: /nonexistent/ckpt"),
 ])
 def test_entrypoint_refuses_bad_settings(tmp_path: Path, env: dict, message: str) -> None:

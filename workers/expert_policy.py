@@ -32,6 +32,7 @@ class ExpertConfig:
     task: str = "lift"
     horizon: int = 16
     fps: float = 30.0  # the control loop's rate: actions are 1/fps apart
+    name: str = "expert"  # the process's name on the bus
 
 
 class ExpertPolicy:
@@ -110,14 +111,14 @@ class ExpertPolicy:
 
 def main() -> None:
     cfg = draccus.parse(ExpertConfig)
-    log, stop = lifecycle.start(f"expert-{cfg.task}")
+    log, stop = lifecycle.start(f"{cfg.name}-{cfg.task}")
     try:
         policy = ExpertPolicy(cfg, log)
     except ValueError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
     events = Subscriber(cfg.bus, [topics.event("sim")], mode="every")
-    worker = ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source="expert")
+    worker = ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source=cfg.name)
     serving = threading.Thread(target=worker.run, args=(stop,), name="service")
     serving.start()
     log.info("ready: scripted expert for %s, horizon %d at %g Hz", cfg.task, cfg.horizon, cfg.fps)

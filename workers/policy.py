@@ -50,6 +50,9 @@ class PolicyWorkerConfig:
     # Order arms are concatenated in; empty = the task's (lift: arm; sort/stack: left, right).
     arms: list[str] = field(default_factory=list)
     warmup_runs: int = 2
+    # The process's name on the bus (health, logs); empty = policy-<task>. Several workers of
+    # one task need different names (supervisord gives policy-2, policy-3, ...).
+    name: str = ""
 
 
 class PolicyService:
@@ -117,7 +120,7 @@ def request_prefix(request: Message) -> Prefix | None:
 
 def main() -> None:
     cfg = draccus.parse(PolicyWorkerConfig)
-    process = f"policy-{cfg.task}"
+    process = cfg.name or f"policy-{cfg.task}"
     log, stop = lifecycle.start(process)
     try:
         task = get_task(cfg.task)

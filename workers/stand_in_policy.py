@@ -32,7 +32,8 @@ class StandInConfig:
     latency: float = 0.1
     horizon: int = 16
     step: float = 0.1  # joint change per action (degrees)
-    name: str = "stand-in"  # the source name its replies carry (tests tell workers apart)
+    # The process's name on the bus (its replies' source: tests tell workers apart).
+    name: str = "stand-in"
 
 
 class StandInPolicy:
