@@ -33,7 +33,11 @@ def test_wilson_interval_and_contender_names() -> None:
     assert 0.49 < low < 0.5 and 0.94 < high < 0.95  # the textbook 80 % of 10
     assert wilson(0, 50)[0] == 0.0 and wilson(50, 50)[1] == 1.0
     assert Contender.parse("checkpoint/sync").schedule == "sync"
-    assert Contender.parse("expert/latest").blend == "latest"
+    assert Contender.parse("expert/latest").join == "latest"
+    assert Contender.parse("checkpoint/inpaint").join == "inpaint"
+    average = Contender.parse("checkpoint/average")
+    assert (average.join, average.blend) == ("blend", "average")
+    assert Contender.parse("checkpoint").join == "auto"
     with pytest.raises(ValueError, match="unknown variant 'fast'"):
         Contender.parse("hold/fast")
     with pytest.raises(ValueError, match="expected checkpoint, expert or hold"):

@@ -9,8 +9,8 @@ process each, on a private bus; workers.launch) over the same seeds, so comparis
 paired. Contenders: `checkpoint` (the policy worker serving --checkpoint, default
 checkpoints/<task>_sim/checkpoint-best), `expert` (the scripted expert: the upper bound),
 `hold` (a policy that answers "stay where you are": the lower bound); a `/suffix` runs one of
-them with another control schedule (`/sync`, `/ahead`) or blend (`/latest`, `/weighted`,
-`/average`). A line per episode; a table at the end with each success rate and its 95 %
+them with another control schedule (`/sync`, `/ahead`) or chunk join (`/inpaint`, `/blend`,
+`/latest`, `/weighted`, `/average`; default: control's auto, inpaint for diffusion). A line per episode; a table at the end with each success rate and its 95 %
 Wilson interval, time to success, holds, stall time and policy latency; the whole record
 (every episode's outcome and reason) as JSON in --out.
 """
@@ -32,7 +32,8 @@ from workers.tasks import checkpoint_camera_sizes, get_task
 
 EPISODE_S = {"lift": 15.0, "sort": 30.0, "stack": 20.0}
 SCHEDULES = ("ahead", "sync")
-BLENDS = ("latest", "weighted", "average")
+JOINS = ("inpaint", "blend", "latest")
+BLENDS = ("weighted", "average")  # --join=blend with this blend
 
 
 @dataclass
@@ -66,22 +67,26 @@ class Contender:
     name: str
     policy: str  # checkpoint | expert | hold
     schedule: str = "ahead"
+    join: str = "auto"
     blend: str = "weighted"
 
     @staticmethod
     def parse(text: str) -> Contender:
+        variants = SCHEDULES + JOINS + BLENDS
         policy, _, variant = text.partition("/")
         if policy not in ("checkpoint", "expert", "hold"):
             raise ValueError(f"contender {text!r}: expected checkpoint, expert or hold "
-                             f"(optionally /{'|'.join(SCHEDULES + BLENDS)})")
+                             f"(optionally /{'|'.join(variants)})")
         contender = Contender(text, policy)
         if variant in SCHEDULES:
             contender.schedule = variant
+        elif variant in JOINS:
+            contender.join = variant
         elif variant in BLENDS:
-            contender.blend = variant
+            contender.join, contender.blend = "blend", variant
         elif variant:
             raise ValueError(f"contender {text!r}: unknown variant {variant!r}; choose one of "
-                             f"{', '.join(SCHEDULES + BLENDS)}")
+                             f"{', '.join(variants)}")
         return contender
 
 
@@ -114,7 +119,8 @@ def run_contender(launch: Launch, contender: Contender, cfg: EvaluateConfig, che
         control = launch.start("control", "workers.control", f"--task={cfg.task}",
                                f"--episodes={cfg.episodes}", f"--seed={cfg.seed}",
                                f"--episode_s={episode_s}", f"--schedule={contender.schedule}",
-                               f"--blend={contender.blend}", "--wait_for_listeners=10")
+                               f"--join={contender.join}", f"--blend={contender.blend}",
+                               "--wait_for_listeners=10")
         done = 0
         deadline = time.monotonic() + cfg.episodes * (episode_s + 30) + 120
         while done < cfg.episodes:
@@ -134,7 +140,8 @@ def run_contender(launch: Launch, contender: Contender, cfg: EvaluateConfig, che
                 row = episodes.setdefault(msg.data["episode"], {})
                 row.update(episode=msg.data["episode"], holds=stats.get("holds"),
                            stall_s=round(stats.get("stall_ticks", 0) / 30.0, 3),
-                           latency_p50_ms=stats.get("chunk_latency_p50_ms"))
+                           latency_p50_ms=stats.get("chunk_latency_p50_ms"),
+                           join=stats.get("join"), seam_p99_deg=stats.get("seam_jump_p99_deg"))
             else:
                 continue
             # Done when both halves are in: control's stop marker and the simulator's verdict
@@ -176,6 +183,8 @@ def summarize(rows: list[dict]) -> dict:
             "holds_per_episode": mean([r.get("holds") for r in rows]),
             "stall_s_per_episode": mean([r.get("stall_s") for r in rows]),
             "latency_p50_ms": mean([r.get("latency_p50_ms") for r in rows]),
+            "seam_jump_p99_deg": mean([r.get("seam_p99_deg") for r in rows]),
+            "join": next((r["join"] for r in rows if r.get("join")), None),
             "episodes": rows}
 
 
@@ -202,6 +211,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
             results[contender.name] = {**summarize(rows), "policy": contender.policy,
                                        "schedule": contender.schedule,
                                        "blend": contender.blend,
+                                       "join_asked": contender.join,
                                        "wall_s": round(time.monotonic() - t0, 1)}
     return {"task": task.name, "seed": cfg.seed, "episodes": cfg.episodes,
             "episode_s": episode_s, "checkpoint": str(checkpoint) if uses_checkpoint else None,
