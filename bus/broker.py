@@ -17,9 +17,9 @@ from collections import deque
 from dataclasses import dataclass, field
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from bus import protocol as p
+from bus import sockets
 from bus.log import Throttle, warn_throttled
 from bus.wire import Encoder, Message
 
@@ -72,7 +72,8 @@ class ServiceBroker:
         self._throttle = Throttle()
         self._encoder = Encoder("hub")
         # libzmq's draft ROUTER_NOTIFY is not in pyzmq's wheels; the socket monitor is.
-        self.monitor = backend.get_monitor_socket(zmq.EVENT_DISCONNECTED)
+        self._closed_early: dict[int, int] = {}  # fd -> disconnections already handled
+        self.monitor = sockets.monitor(backend, zmq.EVENT_DISCONNECTED | sockets.HANDSHAKE_EVENTS)
 
     # -- bookkeeping -------------------------------------------------------------------------
     def live_workers(self) -> dict[str, int]:
@@ -183,12 +184,22 @@ class ServiceBroker:
         address, command = frames[0].bytes, frames[3].bytes
         worker = self.workers.get(address)
         if command == p.READY and len(frames) == 5:
-            if worker is not None:
-                self._remove(worker, "registered twice")
-                self._send_worker(address, p.DISCONNECT)
-                return
             service = frames[4].bytes.decode(errors="replace")
-            worker = Worker(address, service, self._expiry(), fd=_source_fd(frames[4]))
+            if worker is not None:
+                # Again on the same connection: a worker making sure (after a reconnection or
+                # our DISCONNECT) is idempotent; another service on it is a protocol error.
+                worker.expiry = self._expiry()
+                if worker.service != service:
+                    self._remove(worker, f"registered again for {service!r}")
+                    self._send_worker(address, p.DISCONNECT)
+                return
+            fd = _source_fd(frames[4])
+            for stale in [w for w in self.workers.values() if fd >= 0 and w.fd == fd]:
+                # The kernel reuses a closed connection's fd: that connection is gone, and its
+                # disconnection event, still on its way, must not remove this worker.
+                self._closed_early[fd] = self._closed_early.get(fd, 0) + 1
+                self._remove(stale, "lost its connection")
+            worker = Worker(address, service, self._expiry(), fd=fd)
             self.workers[address] = worker
             svc = self.services.setdefault(service, Service())
             svc.live += 1
@@ -232,11 +243,20 @@ class ServiceBroker:
             while svc.queue and svc.queue[0].deadline < now:
                 svc.queue.popleft()
 
-    def on_monitor(self, frames: list) -> None:
-        event = parse_monitor_message(frames)
+    def on_monitor(self, event: dict) -> None:
+        why = sockets.handshake_failure(event)
+        if why:
+            endpoint = event["endpoint"].decode(errors="replace")
+            warn_throttled(
+                log, self._throttle, why, f"a worker on {endpoint} got nothing through: {why}"
+            )
         if event["event"] != zmq.EVENT_DISCONNECTED:
             return
-        for worker in [w for w in self.workers.values() if w.fd == event["value"]]:
+        fd = event["value"]
+        if self._closed_early.get(fd):
+            self._closed_early[fd] -= 1
+            return
+        for worker in [w for w in self.workers.values() if w.fd == fd]:
             self._remove(worker, "lost its connection")
 
     def run(self, stop: threading.Event) -> None:
@@ -257,7 +277,7 @@ class ServiceBroker:
             # After the backend: a worker's last reply is read before its disconnection.
             if self.monitor in events:
                 while self.monitor.poll(0):
-                    self.on_monitor(self.monitor.recv_multipart())
+                    self.on_monitor(sockets.read_event(self.monitor))
             if time.monotonic() >= next_beat:
                 self.on_heartbeat()
                 next_beat = time.monotonic() + p.HEARTBEAT_INTERVAL

@@ -22,7 +22,7 @@ import draccus
 import zmq
 import zmq.auth.thread
 
-from bus import keys, topics
+from bus import keys, sockets, topics
 from bus import log as buslog
 from bus.broker import ServiceBroker
 from bus.config import BusConfig, is_loopback
@@ -118,6 +118,7 @@ class Hub:
         sock.linger = 0
         sock.sndhwm = sndhwm
         sock.maxmsgsize = self.cfg.bus.max_msg_bytes
+        sockets.keep_alive(sock)
         self._sockets.append(sock)
         if self.cfg.bus.keys_dir:
             self._start_auth()

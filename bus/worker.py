@@ -1,8 +1,9 @@
 """ServiceWorker: serves one service through the hub.
 
 Registers, heartbeats every second (also while a long request runs: the handler runs on its own
-thread), re-registers when the hub restarts, and turns every handler exception into an error
-reply that names it, so callers hear about failures instead of timing out.
+thread), registers again the moment its connection to the hub is re-made (a restarted hub, a
+link that came back), says why when the hub refuses its key, and turns every handler exception
+into an error reply that names it, so callers hear about failures instead of timing out.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import zmq
 from bus import protocol as p
 from bus import sockets
 from bus.config import BusConfig
+from bus.log import Throttle, warn_throttled
 from bus.wire import Encoder, Message, WireError, decode
 
 log = logging.getLogger("bus.worker")
@@ -66,6 +68,9 @@ class ServiceWorker:
         self.ctx = ctx or sockets.context()
         self._encoder = Encoder(source or service)
         self._sock: zmq.Socket | None = None
+        self._monitor: zmq.Socket | None = None
+        self._handshakes = 0  # on the current socket; after the first, each is a reconnection
+        self._refusals = Throttle()
         self._generation = 0
         self._jobs: queue.Queue[_Job | None] = queue.Queue()
         self._done: queue.Queue[_Job] = queue.Queue()
@@ -98,10 +103,14 @@ class ServiceWorker:
     # -- hub connection ----------------------------------------------------------------------
     def _connect(self) -> None:
         if self._sock is not None:
+            self._sock.disable_monitor()
+            self._monitor.close(linger=0)
             self._sock.close(linger=0)
             self.reconnects += 1
         self._generation += 1
         self._sock = sockets.connect(zmq.DEALER, self.cfg.worker, self.cfg, self.ctx)
+        self._monitor = sockets.monitor(self._sock, sockets.HANDSHAKE_EVENTS)
+        self._handshakes = 0
         self._send(p.READY, self.service.encode())
         self._hub_expiry = time.monotonic() + p.HEARTBEAT_INTERVAL * p.HEARTBEAT_LIVENESS
 
@@ -123,7 +132,31 @@ class ServiceWorker:
             self._jobs.put(job)
         elif command == p.DISCONNECT:
             log.info("hub asked %s to register again", self.service)
-            self._connect()
+            self._register()
+
+    def _on_monitor(self, event: dict) -> None:
+        why = sockets.handshake_failure(event)
+        if why:
+            warn_throttled(
+                log,
+                self._refusals,
+                why,
+                f"the hub at {self.cfg.worker} lets nothing through for {self.service}: {why}",
+            )
+            return
+        self._handshakes += 1
+        if self._handshakes > 1:
+            # A new connection: a restarted hub does not know us, and waiting for it to say so
+            # after our next heartbeat costs up to a second.
+            log.info("connection to the hub re-made: registering %s again", self.service)
+            self._register()
+
+    def _register(self) -> None:
+        """READY again on this socket (the hub takes it as often as it comes). Requests handed
+        out before belong to a hub that has failed them: their replies are dropped."""
+        self._generation += 1
+        self._send(p.READY, self.service.encode())
+        self._hub_expiry = time.monotonic() + p.HEARTBEAT_INTERVAL * p.HEARTBEAT_LIVENESS
 
     def _finish(self, job: _Job) -> None:
         if job.generation != self._generation:
@@ -151,12 +184,16 @@ class ServiceWorker:
                 poller = zmq.Poller()
                 poller.register(self._sock, zmq.POLLIN)
                 poller.register(self._wake_rx, zmq.POLLIN)
+                poller.register(self._monitor, zmq.POLLIN)
                 wait = max(0.0, min(next_beat - time.monotonic(), 0.1))
                 events = dict(poller.poll(wait * 1000))
                 if self._wake_rx in events:
                     while self._wake_rx.poll(0):
                         self._wake_rx.recv()
                         self._finish(self._done.get())
+                if self._monitor in events:
+                    while self._monitor.poll(0):
+                        self._on_monitor(sockets.read_event(self._monitor))
                 if self._sock in events:
                     while self._sock.poll(0):
                         self._on_hub(self._sock.recv_multipart(copy=False))
@@ -174,6 +211,8 @@ class ServiceWorker:
         finally:
             if self._sock is not None:
                 self._send(p.DISCONNECT)
+                self._sock.disable_monitor()
+                self._monitor.close(linger=0)
                 self._sock.close(linger=200)
             self._jobs.put(None)
             thread.join(timeout=5)
