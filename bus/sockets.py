@@ -69,7 +69,10 @@ def handshake_failure(event: dict) -> str | None:
             "the other none: give both the same keys_dir set-up)"
         )
     if kind == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
-        return "handshake failed (no detail from ZeroMQ: a wrong hub key?)"
+        return (
+            "handshake failed (ZeroMQ gives no detail: the security set-ups differ, or the "
+            "hub key is not this hub's)"
+        )
     return None
 
 

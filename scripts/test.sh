@@ -5,5 +5,7 @@ source "$(dirname "$0")/env.sh"
 bash scripts/install_browser.sh
 # The simulator's tests render its cameras headless with EGL (installed once, if missing).
 bash scripts/install_render.sh
+# The two-host test builds network namespaces and a veth pair with `ip` (needs root).
+bash scripts/apt_install.sh "ip for the two-host test" iproute2
 "${UV[@]}" run --frozen ruff check .
 exec "${UV[@]}" run --frozen pytest "$@"

@@ -113,7 +113,7 @@ def test_policy_errors_are_logged_with_their_message_and_held_on(bus_cfg, hub, p
 
 def test_error_replies_back_off_instead_of_a_request_storm(bus_cfg, hub, procs) -> None:
     """A failing (or still loading) policy answers in microseconds; re-asking at once made
-    thousands of requests a second. Control backs off (50 ms doubling to 2 s)."""
+    thousands of requests a second. Control backs off (50 ms doubling to 1 s)."""
     with Subscriber(bus_cfg, ["health/control"], mode="every") as sub, \
             Publisher(bus_cfg, "test") as pub:
         start(procs, bus_cfg)

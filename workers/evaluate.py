@@ -10,9 +10,10 @@ paired. Contenders: `checkpoint` (the policy worker serving --checkpoint, defaul
 checkpoints/<task>_sim/checkpoint-best), `expert` (the scripted expert: the upper bound),
 `hold` (a policy that answers "stay where you are": the lower bound); a `/suffix` runs one of
 them with another control schedule (`/sync`, `/ahead`) or chunk join (`/inpaint`, `/blend`,
-`/latest`, `/weighted`, `/average`; default: control's auto, inpaint for diffusion). A line per episode; a table at the end with each success rate and its 95 %
-Wilson interval, time to success, holds, stall time and policy latency; the whole record
-(every episode's outcome and reason) as JSON in --out.
+`/latest`, `/weighted`, `/average`; default: control's auto, inpaint for diffusion). A line
+per episode; a table at the end with each success rate and its 95 % Wilson interval, time to
+success, holds, stall time and policy latency; the whole record (every episode's outcome and
+reason) as JSON in --out.
 """
 
 from __future__ import annotations

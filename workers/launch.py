@@ -45,20 +45,27 @@ class Launch:
         self.procs: dict[str, subprocess.Popen] = {}
         self._log_from: dict[str, int] = {}  # where this run's output starts in its log
 
-    def bus_args(self) -> list[str]:
-        return [f"--bus.{k}={v}" for k, v in self.bus.endpoints().items()]
+    def bus_args(self, bus: BusConfig | None = None) -> list[str]:
+        bus = bus or self.bus
+        args = [f"--bus.{k}={v}" for k, v in bus.endpoints().items()]
+        if bus.keys_dir:
+            args += [f"--bus.keys_dir={bus.keys_dir}", f"--bus.key_name={bus.key_name}"]
+        return args
 
     def log(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
-    def start(self, name: str, module: str, *args: str) -> subprocess.Popen:
-        """`python -m module --bus.* args...`, output to <log_dir>/<name>.log."""
+    def start(self, name: str, module: str, *args: str, bus: BusConfig | None = None,
+              netns: str | None = None) -> subprocess.Popen:
+        """`python -m module --bus.* args...`, output to <log_dir>/<name>.log; on another bus
+        than the private one with `bus`, inside a network namespace with `netns`."""
         if name in self.procs:
             self.stop(name)
+        inside = ["ip", "netns", "exec", netns] if netns else []  # exec: the pid stays python's
         with open(self.log(name), "ab") as fh:  # appended: earlier runs' logs are kept
             self._log_from[name] = fh.tell()
             proc = subprocess.Popen(
-                [sys.executable, "-m", module, *self.bus_args(), *args], cwd=REPO,
+                [*inside, sys.executable, "-m", module, *self.bus_args(bus), *args], cwd=REPO,
                 stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})
         self.procs[name] = proc

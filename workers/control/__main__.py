@@ -166,7 +166,7 @@ class ControlLoop:
         self.acted = False  # an action ran in this episode
         self.outcome: dict | None = None  # the simulator's verdict on this episode
         self.health = HealthReporter(self.pub, cfg.name, self._health)
-        self.retry = Backoff(0.05, 2.0)  # after an error reply
+        self.retry = Backoff(0.05, 1.0)  # after an error reply
         self.error_log = Throttle(5.0)
 
     def _new_plan(self) -> ActionPlan:
@@ -304,7 +304,7 @@ class ControlLoop:
             self.log.warning("%s (no chunk for the observation of %.3f)", self.why, t_obs)
             return
         if isinstance(result, ServiceError):
-            # Back off (50 ms doubling to 2 s) instead of re-asking at once: a policy still
+            # Back off (50 ms doubling to 1 s) instead of re-asking at once: a policy still
             # loading answers "no live worker" in microseconds, and re-asking at once would be
             # a storm of requests and log lines.
             self.stats.errors += 1
