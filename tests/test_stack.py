@@ -12,32 +12,19 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
-import tempfile
-import xmlrpc.client
 from pathlib import Path
 
 import pytest
-from supervisor.xmlrpc import SupervisorTransport
 
-from bus import BusConfig, Subscriber
+from bench.stack import BIN, ENTRYPOINT, PrivateStack, alive, clean_env
 from bus.clock import now
 from workers.tasks import get_task
 
 from conftest import REPO, wait_until
 
-ENTRYPOINT = REPO / "scripts" / "docker-entrypoint.sh"
-BIN = REPO / ".venv" / "bin"
 START_DEADLINE = 240.0  # a cold start imports torch in five processes on a loaded 2-core box
-# What the tests set themselves; anything the caller's shell has of these is dropped.
-STACK_VARS = re.compile(r"^(SO101_\w+|TASK|DEVICE|CHECKPOINT)$")
 
-
-def clean_env(**overrides: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not STACK_VARS.match(k)}
-    env.pop("CUDA_VISIBLE_DEVICES", None)
-    return {**env, **overrides}
 
 
 # -- the Dockerfile ----------------------------------------------------------------------------
@@ -222,74 +209,14 @@ def test_listener_speaks_the_supervisor_protocol() -> None:
 
 
 # -- end to end -----------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Stack:
-    """supervisord with the repository's conf, through the entry point, all of it private."""
+class Stack(PrivateStack):
+    """The private stack with what the tests look for."""
 
     def __init__(self, task: str, tmp_path: Path, **env: str):
         self.task = get_task(task)
-        # ipc and unix socket paths must stay short (108 bytes): not under pytest's tmp_path.
-        self.short = Path(tempfile.mkdtemp(prefix="sk-", dir="/tmp"))
-        self.logs = tmp_path / "logs"
-        self.bus = BusConfig(**{k: f"ipc://{self.short}/bus/{k}"
-                                for k in ("pub", "sub", "client", "worker")})
-        bus_yaml = self.short / "bus.yaml"
-        bus_yaml.write_text("bus:\n" + "".join(f"  {k}: {v}\n"
-                                                for k, v in self.bus.endpoints().items()))
         assert (self.task.checkpoint / "config.json").exists(), f"{task}: no shipped checkpoint"
-        self.env = clean_env(**{
-            "TASK": task, "SO101_POLICY": "policy", "SO101_BUS_CONFIG": str(bus_yaml),
-            "SO101_LOG_DIR": str(self.logs), "SO101_RUN_DIR": str(self.short / "run"),
-            "SO101_DASHBOARD_ARGS": f"--port={free_port()}", **env})
-        self.sock = f"unix://{self.short}/run/supervisor.sock"
-        self.popen: subprocess.Popen | None = None
-        self.messages: list = []
-        # Subscribed before anything starts, so no event is missed for want of a subscription.
-        self.sub = Subscriber(self.bus, ["action/", "chunk/", "event/process", "health/replay"],
-                              mode="every")
-
-    # -- running it --
-    def start(self) -> None:
-        self.out = open(self.short / "entrypoint.out", "wb")
-        self.popen = subprocess.Popen(["bash", str(ENTRYPOINT)], env=self.env, cwd=REPO,
-                                      stdout=self.out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
-
-    def rpc(self):
-        transport = SupervisorTransport(None, None, self.sock)
-        return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport).supervisor
-
-    def infos(self) -> dict[str, dict]:
-        try:
-            return {i["name"]: i for i in self.rpc().getAllProcessInfo()}
-        except (OSError, xmlrpc.client.Fault):
-            return {}
-
-    def ctl(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "supervisorctl"), "-c", str(REPO / "supervisord.conf"),
-                               "-s", self.sock, *args], capture_output=True, text=True,
-                              timeout=200)
-
-    def drain(self) -> list:
-        while (msg := self.sub.recv(0)) is not None:
-            self.messages.append(msg)
-        return self.messages
-
-    def log(self, name: str) -> str:
-        path = self.logs / f"{name}.log"
-        return path.read_text(errors="replace") if path.exists() else ""
-
-    def diagnostics(self) -> str:
-        parts = [self.ctl("status").stdout]
-        for path in sorted(self.logs.glob("*.log")):
-            tail = path.read_text(errors="replace").splitlines()[-12:]
-            parts.append(f"--- {path.name}\n" + "\n".join(tail))
-        return "\n".join(parts)
+        super().__init__(task, tmp_path / "logs",
+                         ["action/", "chunk/", "event/process", "health/replay"], **env)
 
     def wait(self, cond, what: str, timeout: float = START_DEADLINE):
         try:
@@ -297,14 +224,11 @@ class Stack:
         except AssertionError as exc:
             raise AssertionError(f"{exc}\n{self.diagnostics()}") from None
 
-    # -- what the tests look for --
     def running(self, names: set[str]) -> dict[str, dict] | None:
-        infos = self.infos()
-        if failed := sorted(n for n in names if infos.get(n, {}).get("statename") == "FATAL"):
-            raise AssertionError(f"{failed} FATAL")
-        if names <= set(infos) and all(infos[n]["statename"] == "RUNNING" for n in names):
-            return infos
-        return None
+        try:
+            return super().running(names)
+        except RuntimeError as exc:
+            raise AssertionError(str(exc)) from None
 
     def actions_after(self, arm: str, t: float) -> list:
         return [m for m in self.drain() if m.topic == f"action/{arm}" and m.t_cap > t]
@@ -316,44 +240,6 @@ class Stack:
     def replay_actions(self) -> int:
         health = [m.data for m in self.drain() if m.topic == "health/replay"]
         return health[-1]["actions_received"] if health else 0
-
-    def stop(self) -> set[int]:
-        """supervisorctl shutdown; the pids (process groups) of everything that ran."""
-        pids = {i["pid"] for i in self.infos().values() if i["pid"]}
-        if self.popen is not None:
-            pids.add(self.popen.pid)
-            result = self.ctl("shutdown")
-            assert "Shut down" in result.stdout, result.stdout + result.stderr
-            self.popen.wait(timeout=200)
-        return pids
-
-    def close(self) -> None:
-        """Whatever happened: nothing of this stack outlives the test."""
-        if self.popen is not None and self.popen.poll() is None:
-            pids = {i["pid"] for i in self.infos().values() if i["pid"]}
-            self.ctl("shutdown")
-            try:
-                self.popen.wait(timeout=200)
-            except subprocess.TimeoutExpired:
-                pass
-            for pgid in pids | {self.popen.pid}:
-                try:
-                    os.killpg(pgid, signal.SIGKILL)
-                except (ProcessLookupError, PermissionError):
-                    pass
-            self.popen.wait(timeout=10)
-        self.sub.close()
-        if getattr(self, "out", None):
-            self.out.close()
-        shutil.rmtree(self.short, ignore_errors=True)
-
-
-def alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except ProcessLookupError:
-        return False
 
 
 @pytest.fixture
