@@ -56,15 +56,24 @@ class PrivateStack:
         # ipc and unix socket paths must stay short (108 bytes): not under a test's tmp_path.
         self.short = Path(tempfile.mkdtemp(prefix="sk-", dir="/tmp"))
         self.logs = Path(logs)
-        self.bus = BusConfig(**{k: f"ipc://{self.short}/bus/{k}"
-                                for k in ("pub", "sub", "client", "worker")})
+        self.bus = BusConfig(
+            **{k: f"ipc://{self.short}/bus/{k}" for k in ("pub", "sub", "client", "worker")}
+        )
         bus_yaml = self.short / "bus.yaml"
-        bus_yaml.write_text("bus:\n" + "".join(f"  {k}: {v}\n"
-                                                for k, v in self.bus.endpoints().items()))
-        self.env = clean_env(**{
-            "TASK": task, "SO101_POLICY": "policy", "SO101_BUS_CONFIG": str(bus_yaml),
-            "SO101_LOG_DIR": str(self.logs), "SO101_RUN_DIR": str(self.short / "run"),
-            "SO101_DASHBOARD_ARGS": f"--port={free_port()}", **env})
+        bus_yaml.write_text(
+            "bus:\n" + "".join(f"  {k}: {v}\n" for k, v in self.bus.endpoints().items())
+        )
+        self.env = clean_env(
+            **{
+                "TASK": task,
+                "SO101_POLICY": "policy",
+                "SO101_BUS_CONFIG": str(bus_yaml),
+                "SO101_LOG_DIR": str(self.logs),
+                "SO101_RUN_DIR": str(self.short / "run"),
+                "SO101_DASHBOARD_ARGS": f"--port={free_port()}",
+                **env,
+            }
+        )
         self.sock = f"unix://{self.short}/run/supervisor.sock"
         self.popen: subprocess.Popen | None = None
         self.messages: list = []
@@ -72,9 +81,14 @@ class PrivateStack:
 
     def start(self) -> None:
         self.out = open(self.short / "entrypoint.out", "wb")
-        self.popen = subprocess.Popen(["bash", str(ENTRYPOINT)], env=self.env, cwd=REPO,
-                                      stdout=self.out, stderr=subprocess.STDOUT,
-                                      start_new_session=True)
+        self.popen = subprocess.Popen(
+            ["bash", str(ENTRYPOINT)],
+            env=self.env,
+            cwd=REPO,
+            stdout=self.out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
     def rpc(self):
         transport = SupervisorTransport(None, None, self.sock)
@@ -96,9 +110,19 @@ class PrivateStack:
         return None
 
     def ctl(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "supervisorctl"), "-c", str(REPO / "supervisord.conf"),
-                               "-s", self.sock, *args], capture_output=True, text=True,
-                              timeout=200)
+        return subprocess.run(
+            [
+                str(BIN / "supervisorctl"),
+                "-c",
+                str(REPO / "supervisord.conf"),
+                "-s",
+                self.sock,
+                *args,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=200,
+        )
 
     def drain(self) -> list:
         while (msg := self.sub.recv(0)) is not None:

@@ -1,1 +1,1 @@
-"""Drivers: one piece of hardware, or a stand-in for it. No ZeroMQ here (see DESIGN.md)."""
+"""Drivers: one piece of hardware, or a stand-in for it. No ZeroMQ here (README: the layers)."""

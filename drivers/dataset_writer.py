@@ -1,7 +1,7 @@
 """LeRobotDataset v3 episodes written so that a crash loses at most the episode in progress.
 
 lerobot's writer keeps the data parquet and the episode index open until `finalize()`; a process
-killed before that loses every episode of the session (REFERENCE.md). Here every episode is its
+killed before that loses every episode of the session (lerobot 0.6.1). Here every episode is its
 own lerobot session: `LeRobotDataset.resume()` (or `create()` for the first), `add_frame()` per
 frame, then `save_episode()` and `finalize()`. In resume mode lerobot writes each episode's
 data, index and videos to *new* files and rewrites only `meta/info.json`, `meta/stats.json` and

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import shutil
 import signal
@@ -153,3 +154,23 @@ def hub(bus_cfg: BusConfig, procs: Callable[..., Proc]) -> Proc:
     proc = procs("hub", "-m", "bus.hub", *bus_args(bus_cfg))
     wait_hub_ready(bus_cfg)
     return proc
+
+
+# -- markers: `pytest -m unit` is the fast loop (no process started), `-m e2e` the rest ------
+PROCESS_FIXTURES = {"procs", "hub", "stack"}
+SPAWNS = ("subprocess", "Popen", "run([")
+
+
+def _starts_processes(item: pytest.Item) -> bool:
+    if PROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+        return True
+    try:  # the module: its helpers may be what starts the processes
+        source = inspect.getsource(item.module)
+    except (OSError, TypeError, AttributeError):
+        return False
+    return any(word in source for word in SPAWNS)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        item.add_marker(pytest.mark.e2e if _starts_processes(item) else pytest.mark.unit)
