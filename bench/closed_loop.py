@@ -19,8 +19,12 @@ from bench.common import REPO, emit, table
 from workers.evaluate import EvaluateConfig, evaluate
 
 TARGETS = {"lift": 0.8, "sort": 0.5, "stack": 0.5}
-CONTENDERS = {"checkpoint": "success", "checkpoint/sync": "sync_success",
-              "expert": "expert_success", "hold": "hold_success"}
+CONTENDERS = {
+    "checkpoint": "success",
+    "checkpoint/sync": "sync_success",
+    "expert": "expert_success",
+    "hold": "hold_success",
+}
 
 
 def main() -> None:
@@ -32,30 +36,59 @@ def main() -> None:
     result: dict = {"episodes": args.episodes, "seed": args.seed}
     rows = []
     for task in args.tasks.split(","):
-        has_checkpoint = (REPO / "checkpoints" / f"{task}_sim" / "checkpoint-best" /
-                          "config.json").is_file()
+        has_checkpoint = (
+            REPO / "checkpoints" / f"{task}_sim" / "checkpoint-best" / "config.json"
+        ).is_file()
         contenders = [c for c in CONTENDERS if has_checkpoint or c.startswith(("expert", "hold"))]
-        report = evaluate(EvaluateConfig(task=task, episodes=args.episodes, seed=args.seed,
-                                         contenders=contenders,
-                                         logs=f"logs/bench_closed_loop/{task}"))
+        report = evaluate(
+            EvaluateConfig(
+                task=task,
+                episodes=args.episodes,
+                seed=args.seed,
+                contenders=contenders,
+                logs=f"logs/bench_closed_loop/{task}",
+            )
+        )
         for contender, key in CONTENDERS.items():
             r = report["contenders"].get(contender)
             result[f"{task}_{key}"] = None if r is None else r["success"]
             if contender == "checkpoint":
                 result[f"{task}_success_ci_low"] = None if r is None else r["ci_low"]
             if r is not None:
-                target = {"checkpoint": f">= {TARGETS[task]:.2f}, CI low > hold",
-                          "expert": ">= 0.95"}.get(contender, "")
-                rows.append([task, contender, f"{r['successes']}/{r['n']}",
-                             f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
-                             r["time_to_success_s"] or "-", r["holds_per_episode"],
-                             r["stall_s_per_episode"], r["latency_p50_ms"], target])
+                target = {
+                    "checkpoint": f">= {TARGETS[task]:.2f}, CI low > hold",
+                    "expert": ">= 0.95",
+                }.get(contender, "")
+                rows.append(
+                    [
+                        task,
+                        contender,
+                        f"{r['successes']}/{r['n']}",
+                        f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]",
+                        r["time_to_success_s"] or "-",
+                        r["holds_per_episode"],
+                        r["stall_s_per_episode"],
+                        r["latency_p50_ms"],
+                        target,
+                    ]
+                )
             else:
-                rows.append([task, contender, f"no checkpoints/{task}_sim", "", "", "", "",
-                             "", ""])
-    table(f"closed loop, {args.episodes} seeded episodes per contender (seeds from {args.seed})",
-          ["task", "contender", "successes", "95% CI", "t success s", "holds/ep", "stall s/ep",
-           "latency p50 ms", "target"], rows)
+                rows.append([task, contender, f"no checkpoints/{task}_sim", "", "", "", "", "", ""])
+    table(
+        f"closed loop, {args.episodes} seeded episodes per contender (seeds from {args.seed})",
+        [
+            "task",
+            "contender",
+            "successes",
+            "95% CI",
+            "t success s",
+            "holds/ep",
+            "stall s/ep",
+            "latency p50 ms",
+            "target",
+        ],
+        rows,
+    )
     emit(result)
 
 

@@ -47,9 +47,19 @@ def steady_sensors(cfg: BusConfig, stop) -> None:
 def run(cfg: BusConfig, latency_ms: int, schedule: str, seconds: float) -> dict:
     args = [f"--bus.{k}={v}" for k, v in cfg.endpoints().items()]
     policy = subprocess.Popen(
-        [sys.executable, "-m", "workers.stand_in_policy", "--task=lift",
-         f"--latency={latency_ms / 1000}", f"--horizon={HORIZON}", *args],
-        cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        [
+            sys.executable,
+            "-m",
+            "workers.stand_in_policy",
+            "--task=lift",
+            f"--latency={latency_ms / 1000}",
+            f"--horizon={HORIZON}",
+            *args,
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
     with Subscriber(cfg, ["event/episode", "event/control"], mode="every") as sub:
         try:
             # Wait for the worker so startup does not count against either loop.
@@ -59,10 +69,22 @@ def run(cfg: BusConfig, latency_ms: int, schedule: str, seconds: float) -> dict:
                 while not client.hub_status().get("workers", {}).get("policy/lift"):
                     time.sleep(0.1)
             control = subprocess.Popen(
-                [sys.executable, "-m", "workers.control", "--task=lift", "--episodes=1",
-                 f"--episode_s={seconds}", f"--schedule={schedule}", f"--fps={FPS}",
-                 "--policy_timeout=3", *args],
-                cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+                [
+                    sys.executable,
+                    "-m",
+                    "workers.control",
+                    "--task=lift",
+                    "--episodes=1",
+                    f"--episode_s={seconds}",
+                    f"--schedule={schedule}",
+                    f"--fps={FPS}",
+                    "--policy_timeout=3",
+                    *args,
+                ],
+                cwd=REPO,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
             stats, too_slow = None, None
             while stats is None and (msg := sub.recv(seconds + 60)) is not None:
                 if msg.topic == "event/control" and msg.data.get("kind") == "policy_too_slow":
@@ -103,14 +125,35 @@ def main() -> None:
     for (latency, schedule), res in results.items():
         s = res["stats"]
         bound = stall_bound_fraction(latency / 1000, HORIZON, dt) * 60000
-        rows.append([latency, "this loop" if schedule == "ahead" else "sync baseline",
-                     s["stall_ms_per_min"], round(bound), s["lateness_p50_ms"],
-                     s["jitter_p99_ms"], s["skipped_actions"], s["chunk_latency_p50_ms"],
-                     "yes" if res["too_slow"] else "-"])
-    table(f"control loop, {HORIZON}-action chunks at {FPS:g} Hz ({HORIZON / FPS * 1000:.0f} ms), "
-          f"{args.seconds:g} s per run",
-          ["L ms", "loop", "stall ms/min", "bound ms/min", "lateness p50 ms",
-           "jitter p99 ms", "skipped", "chunk latency p50 ms", "'too slow' sent"], rows)
+        rows.append(
+            [
+                latency,
+                "this loop" if schedule == "ahead" else "sync baseline",
+                s["stall_ms_per_min"],
+                round(bound),
+                s["lateness_p50_ms"],
+                s["jitter_p99_ms"],
+                s["skipped_actions"],
+                s["chunk_latency_p50_ms"],
+                "yes" if res["too_slow"] else "-",
+            ]
+        )
+    table(
+        f"control loop, {HORIZON}-action chunks at {FPS:g} Hz ({HORIZON / FPS * 1000:.0f} ms), "
+        f"{args.seconds:g} s per run",
+        [
+            "L ms",
+            "loop",
+            "stall ms/min",
+            "bound ms/min",
+            "lateness p50 ms",
+            "jitter p99 ms",
+            "skipped",
+            "chunk latency p50 ms",
+            "'too slow' sent",
+        ],
+        rows,
+    )
     for (latency, schedule), res in results.items():
         if res["too_slow"]:
             print(f"\nL={latency} {schedule}: {res['too_slow']['text']}")
@@ -128,23 +171,38 @@ def main() -> None:
         "baseline_lateness_p50_ms_L250": stat(250, "sync", "lateness_p50_ms"),
         "lateness_p50_ms_L250": stat(250, "ahead", "lateness_p50_ms"),
         "stall_ms_per_min_L400": stat(400, "ahead", "stall_ms_per_min"),
-        "stall_bound_ms_per_min_L400": (slow["stall_bound_ms_per_min"] if slow else
-                                        stall_bound_fraction(0.4, HORIZON, dt) * 60000),
+        "stall_bound_ms_per_min_L400": (
+            slow["stall_bound_ms_per_min"]
+            if slow
+            else stall_bound_fraction(0.4, HORIZON, dt) * 60000
+        ),
         "too_slow_published_L400": bool(slow),
         "tick_jitter_p99_ms": jitter,
         "skipped_L250": stat(250, "ahead", "skipped_actions"),
     }
     s400, b400 = result["stall_ms_per_min_L400"], result["stall_bound_ms_per_min_L400"]
-    table("targets", ["target", "met"], [
-        ["no stall at L100 and L250", "yes" if not result["stall_ms_per_min_L100"]
-         and not result["stall_ms_per_min_L250"] else "NO"],
-        ["lateness p50 <= one tick (33 ms) at L250",
-         "yes" if abs(result["lateness_p50_ms_L250"]) <= 1000 / FPS else "NO"],
-        ["L400: 'policy too slow' published", "yes" if slow else "NO"],
-        ["L400 stall within 10 % of the bound",
-         "yes" if s400 is not None and abs(s400 - b400) <= 0.1 * b400 else "NO"],
-        ["tick_jitter_p99_ms <= 2", "yes" if jitter <= 2 else "NO"],
-    ])
+    table(
+        "targets",
+        ["target", "met"],
+        [
+            [
+                "no stall at L100 and L250",
+                "yes"
+                if not result["stall_ms_per_min_L100"] and not result["stall_ms_per_min_L250"]
+                else "NO",
+            ],
+            [
+                "lateness p50 <= one tick (33 ms) at L250",
+                "yes" if abs(result["lateness_p50_ms_L250"]) <= 1000 / FPS else "NO",
+            ],
+            ["L400: 'policy too slow' published", "yes" if slow else "NO"],
+            [
+                "L400 stall within 10 % of the bound",
+                "yes" if s400 is not None and abs(s400 - b400) <= 0.1 * b400 else "NO",
+            ],
+            ["tick_jitter_p99_ms <= 2", "yes" if jitter <= 2 else "NO"],
+        ],
+    )
     emit(result)
 
 

@@ -57,20 +57,28 @@ def observations(task, n: int) -> list[dict[str, np.ndarray]]:
 
 def shipped(cfg: BusConfig, task, calls: int) -> dict:
     args = [f"--bus.{k}={v}" for k, v in cfg.endpoints().items()]
-    proc = subprocess.Popen([sys.executable, "-m", "workers.policy", f"--task={task.name}",
-                             *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "workers.policy", f"--task={task.name}", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     obs = observations(task, calls)
     e2e, inside = [], []
     health = None
     try:
-        with ServiceClient(cfg, "bench") as client, \
-                Subscriber(cfg, [f"health/policy-{task.name}"]) as sub:
+        with (
+            ServiceClient(cfg, "bench") as client,
+            Subscriber(cfg, [f"health/policy-{task.name}"]) as sub,
+        ):
             deadline = time.monotonic() + 300
             while not client.hub_status().get("workers", {}).get(f"policy/{task.name}"):
                 if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"policy worker for {task.name} did not start:\n"
-                                       + (proc.stdout.read() if proc.stdout else ""))
+                    raise RuntimeError(
+                        f"policy worker for {task.name} did not start:\n"
+                        + (proc.stdout.read() if proc.stdout else "")
+                    )
                 time.sleep(0.2)
             for arrays in obs:
                 t = time.perf_counter()
@@ -85,23 +93,31 @@ def shipped(cfg: BusConfig, task, calls: int) -> dict:
     finally:
         proc.terminate()
         proc.wait(30)
-    return {"e2e": e2e, "inside": inside, "peak_rss_mb": rss,
-            "cuda_peak_mb": (health or {}).get("cuda_peak_mb"),
-            "device": (health or {}).get("device", "?")}
+    return {
+        "e2e": e2e,
+        "inside": inside,
+        "peak_rss_mb": rss,
+        "cuda_peak_mb": (health or {}).get("cuda_peak_mb"),
+        "device": (health or {}).get("device", "?"),
+    }
 
 
 def full_size_dp(runs: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
-        path = save_random_checkpoint(Path(tmp) / "full_dp", "diffusion", {"front": (480, 640)},
-                                      6, 6)  # lerobot's defaults: horizon 64, UNet 512/1024/2048
+        path = save_random_checkpoint(
+            Path(tmp) / "full_dp", "diffusion", {"front": (480, 640)}, 6, 6
+        )  # lerobot's defaults: horizon 64, UNet 512/1024/2048
         fast = PolicyRunner(path, arms=["arm"], num_inference_steps=10, scheduler="DDIM")
-        stock = PolicyRunner(path, arms=["arm"], num_inference_steps=10, scheduler="DDIM",
-                             fast_unet=False)
+        stock = PolicyRunner(
+            path, arms=["arm"], num_inference_steps=10, scheduler="DDIM", fast_unet=False
+        )
     params = sum(p.numel() for p in fast.policy.parameters()) / 1e6
     image = np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)
     state = np.linspace(-10, 10, 6).astype(np.float32)
-    raw = {"observation.images.front": torch.from_numpy(image).permute(2, 0, 1).float() / 255,
-           STATE_KEY: torch.from_numpy(state)}
+    raw = {
+        "observation.images.front": torch.from_numpy(image).permute(2, 0, 1).float() / 255,
+        STATE_KEY: torch.from_numpy(state),
+    }
     horizon = fast.cfg.horizon
 
     def stock_chunk(noise: torch.Tensor) -> tuple[float, np.ndarray]:
@@ -134,8 +150,13 @@ def full_size_dp(runs: int) -> dict:
         diffs.append(float(np.abs(a - b).max()))
     # Equal = within a tenth of a servo step (STS3215: 360/4096 = 0.088 degrees): the two paths
     # differ only by float rounding in the UNet's convolutions, over 10 denoising steps.
-    return {"params_m": params, "stock_s": stock_s, "fast_s": fast_s, "max_diff": max(diffs),
-            "equal": bool(max(diffs) <= EQUAL_DEG)}
+    return {
+        "params_m": params,
+        "stock_s": stock_s,
+        "fast_s": fast_s,
+        "max_diff": max(diffs),
+        "equal": bool(max(diffs) <= EQUAL_DEG),
+    }
 
 
 def leak_check(runs: int) -> dict:
@@ -152,9 +173,13 @@ def leak_check(runs: int) -> dict:
     for i in range(runs):
         runner.infer(images[i % 50], states[i % 50])
     after = rss_mb()
-    return {"runs": runs, "rss_before_mb": before, "rss_after_mb": after,
-            "growth_pct": 100 * (after - before) / before,
-            "per_inference_ms": (time.perf_counter() - t) / runs * 1000}
+    return {
+        "runs": runs,
+        "rss_before_mb": before,
+        "rss_after_mb": after,
+        "growth_pct": 100 * (after - before) / before,
+        "per_inference_ms": (time.perf_counter() - t) / runs * 1000,
+    }
 
 
 def main() -> None:
@@ -169,46 +194,96 @@ def main() -> None:
     with ipc_bus() as cfg, hub_process(cfg):
         for name in args.tasks.split(","):
             per_task[name] = shipped(cfg, TASKS[name], args.calls)
-    table("shipped checkpoints, served by the policy worker (ms)",
-          ["task", "device", "e2e p50", "e2e p99", "in worker p50", "in worker p99",
-           "peak RSS MB", "CUDA peak MB"],
-          [[name, r["device"], pct(r["e2e"], 50), pct(r["e2e"], 99), pct(r["inside"], 50),
-            pct(r["inside"], 99), r["peak_rss_mb"], r["cuda_peak_mb"] or "-"]
-           for name, r in per_task.items()])
+    table(
+        "shipped checkpoints, served by the policy worker (ms)",
+        [
+            "task",
+            "device",
+            "e2e p50",
+            "e2e p99",
+            "in worker p50",
+            "in worker p99",
+            "peak RSS MB",
+            "CUDA peak MB",
+        ],
+        [
+            [
+                name,
+                r["device"],
+                pct(r["e2e"], 50),
+                pct(r["e2e"], 99),
+                pct(r["inside"], 50),
+                pct(r["inside"], 99),
+                r["peak_rss_mb"],
+                r["cuda_peak_mb"] or "-",
+            ]
+            for name, r in per_task.items()
+        ],
+    )
 
     full = full_size_dp(args.full_runs)
     fast_p50, stock_p50 = pct(full["fast_s"], 50), pct(full["stock_s"], 50)
-    table(f"full-size Diffusion Policy ({full['params_m']:.0f} M parameters, one 480x640 "
-          "camera, 10 DDIM steps), seconds per chunk",
-          ["path", "p50", "min", "max"],
-          [["lerobot stock select_action", stock_p50, min(full["stock_s"]), max(full["stock_s"])],
-           ["worker path (native conv1d UNet)", fast_p50, min(full["fast_s"]),
-            max(full["fast_s"])]])
-    print(f"outputs for the same noise: max |difference| {full['max_diff']:.2e} degrees "
-          f"({'equal' if full['equal'] else 'DIFFERENT'}: threshold {EQUAL_DEG:.4f}, a tenth of "
-          "a servo step)")
+    table(
+        f"full-size Diffusion Policy ({full['params_m']:.0f} M parameters, one 480x640 "
+        "camera, 10 DDIM steps), seconds per chunk",
+        ["path", "p50", "min", "max"],
+        [
+            ["lerobot stock select_action", stock_p50, min(full["stock_s"]), max(full["stock_s"])],
+            [
+                "worker path (native conv1d UNet)",
+                fast_p50,
+                min(full["fast_s"]),
+                max(full["fast_s"]),
+            ],
+        ],
+    )
+    print(
+        f"outputs for the same noise: max |difference| {full['max_diff']:.2e} degrees "
+        f"({'equal' if full['equal'] else 'DIFFERENT'}: threshold {EQUAL_DEG:.4f}, a tenth of "
+        "a servo step)"
+    )
 
     leak = leak_check(args.leak_runs)
-    table("leak check: lift checkpoint, consecutive inferences in one process",
-          ["inferences", "RSS before MB", "RSS after MB", "growth %", "ms each"],
-          [[leak["runs"], leak["rss_before_mb"], leak["rss_after_mb"], leak["growth_pct"],
-            leak["per_inference_ms"]]])
+    table(
+        "leak check: lift checkpoint, consecutive inferences in one process",
+        ["inferences", "RSS before MB", "RSS after MB", "growth %", "ms each"],
+        [
+            [
+                leak["runs"],
+                leak["rss_before_mb"],
+                leak["rss_after_mb"],
+                leak["growth_pct"],
+                leak["per_inference_ms"],
+            ]
+        ],
+    )
 
     result = {f"{name}_p50_ms": pct(r["e2e"], 50) for name, r in per_task.items()}
     result.update({f"{name}_p99_ms": pct(r["e2e"], 99) for name, r in per_task.items()})
     result.update({f"{name}_worker_p50_ms": pct(r["inside"], 50) for name, r in per_task.items()})
-    result.update({
-        "peak_rss_mb": max(r["peak_rss_mb"] for r in per_task.values()),
-        "full_dp_p50_s": fast_p50, "stock_full_dp_p50_s": stock_p50,
-        "speedup_vs_stock": stock_p50 / fast_p50, "outputs_equal": full["equal"],
-        "outputs_max_diff_deg": full["max_diff"],
-        "rss_growth_pct": leak["growth_pct"],
-    })
-    table("targets", ["target", "met"], [
-        ["every shipped checkpoint p50 <= 2 s", "yes" if all(
-            result[f"{n}_p50_ms"] <= 2000 for n in per_task) else "NO"],
-        ["speedup_vs_stock >= 1.5", "yes" if result["speedup_vs_stock"] >= 1.5 else "NO"],
-        ["rss_growth_pct <= 1", "yes" if result["rss_growth_pct"] <= 1 else "NO"]])
+    result.update(
+        {
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in per_task.values()),
+            "full_dp_p50_s": fast_p50,
+            "stock_full_dp_p50_s": stock_p50,
+            "speedup_vs_stock": stock_p50 / fast_p50,
+            "outputs_equal": full["equal"],
+            "outputs_max_diff_deg": full["max_diff"],
+            "rss_growth_pct": leak["growth_pct"],
+        }
+    )
+    table(
+        "targets",
+        ["target", "met"],
+        [
+            [
+                "every shipped checkpoint p50 <= 2 s",
+                "yes" if all(result[f"{n}_p50_ms"] <= 2000 for n in per_task) else "NO",
+            ],
+            ["speedup_vs_stock >= 1.5", "yes" if result["speedup_vs_stock"] >= 1.5 else "NO"],
+            ["rss_growth_pct <= 1", "yes" if result["rss_growth_pct"] <= 1 else "NO"],
+        ],
+    )
     emit(result)
 
 

@@ -45,8 +45,15 @@ def source_frames() -> dict[str, list[np.ndarray]]:
 
     out = {}
     for cam in CAMERAS:
-        path = REPO / "datasets" / "sort" / "videos" / f"observation.images.{cam}" / \
-            "chunk-000" / "file-000.mp4"
+        path = (
+            REPO
+            / "datasets"
+            / "sort"
+            / "videos"
+            / f"observation.images.{cam}"
+            / "chunk-000"
+            / "file-000.mp4"
+        )
         frames = []
         with av.open(str(path)) as container:
             for frame in container.decode(video=0):
@@ -64,14 +71,25 @@ def load(cfg: BusConfig, episodes: int, seconds: float, out) -> None:
     pub = Publisher(cfg, "bench-load")
     pub.wait_for_subscriber("event/episode", 60)
     time.sleep(0.5)  # the recorder's camera/state subscriptions travel with its first one
-    names = [f"{j}.pos" for j in ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex",
-                                  "wrist_roll", "gripper")]
+    names = [
+        f"{j}.pos"
+        for j in (
+            "shoulder_pan",
+            "shoulder_lift",
+            "elbow_flex",
+            "wrist_flex",
+            "wrist_roll",
+            "gripper",
+        )
+    ]
     sent = {"frames": 0, "states": 0, "late_ticks": 0, "max_lag_ms": 0.0}
     period = 1.0 / FPS
     n = int(round(seconds * FPS))
     for ep in range(episodes):
-        pub.publish("event/episode", data={"phase": "start", "episode": ep, "task": "sort",
-                                           "source": "bench"})
+        pub.publish(
+            "event/episode",
+            data={"phase": "start", "episode": ep, "task": "sort", "source": "bench"},
+        )
         time.sleep(0.02)  # the first capture comes after the start marker
         t0, t_bus0 = time.monotonic(), now()
         for k in range(n):
@@ -87,16 +105,23 @@ def load(cfg: BusConfig, episodes: int, seconds: float, out) -> None:
             sent["max_lag_ms"] = max(sent["max_lag_ms"], lag * 1000)
             i = (ep * n + k) % cycle
             for c, cam in enumerate(CAMERAS):
-                pub.publish(f"camera/{cam}", {"image": frames[cam][i]},
-                            {"frame": k, "episode": ep}, t_cap=t_cap - 0.003 * c)
+                pub.publish(
+                    f"camera/{cam}",
+                    {"image": frames[cam][i]},
+                    {"frame": k, "episode": ep},
+                    t_cap=t_cap - 0.003 * c,
+                )
                 sent["frames"] += 1
             for a, arm in enumerate(ARMS):
                 pos = np.full(6, np.sin(k / 20) * 30 + a, np.float32)
-                pub.publish(f"state/{arm}", {"position": pos}, {"names": names},
-                            t_cap=t_cap - 0.001)
+                pub.publish(
+                    f"state/{arm}", {"position": pos}, {"names": names}, t_cap=t_cap - 0.001
+                )
                 sent["states"] += 1
-        pub.publish("event/episode", data={"phase": "stop", "episode": ep, "task": "sort",
-                                           "source": "bench"})
+        pub.publish(
+            "event/episode",
+            data={"phase": "stop", "episode": ep, "task": "sort", "source": "bench"},
+        )
     pub.close()
     out.put(sent)
 
@@ -127,18 +152,31 @@ def main() -> None:
     workdir = Path(tempfile.mkdtemp(prefix="bench-recorder-"))
     root = (args.keep or workdir / "sort").absolute()
     log_path = workdir / "recorder.log"
-    print(f"{args.episodes} episodes x {args.seconds:.0f} s: {len(CAMERAS)} cameras 480x640 @ "
-          f"{FPS} Hz + {len(ARMS)} arms; {args.vcodec} preset {args.preset}; recorder log "
-          f"{log_path}",
-          flush=True)
+    print(
+        f"{args.episodes} episodes x {args.seconds:.0f} s: {len(CAMERAS)} cameras 480x640 @ "
+        f"{FPS} Hz + {len(ARMS)} arms; {args.vcodec} preset {args.preset}; recorder log "
+        f"{log_path}",
+        flush=True,
+    )
     with ipc_bus() as cfg, hub_process(cfg), open(log_path, "wb") as log_fh:
         rec = subprocess.Popen(
-            [sys.executable, "-m", "workers.recorder", f"--root={root}", "--task=sort",
-             "--action=state", f"--vcodec={args.vcodec}", f"--preset={args.preset}",
-             f"--max_backlog_mb={args.max_backlog_mb}",
-             *[f"--bus.{k}={v}" for k, v in cfg.endpoints().items()]],
-            cwd=REPO, stdout=log_fh, stderr=subprocess.STDOUT,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+            [
+                sys.executable,
+                "-m",
+                "workers.recorder",
+                f"--root={root}",
+                "--task=sort",
+                "--action=state",
+                f"--vcodec={args.vcodec}",
+                f"--preset={args.preset}",
+                f"--max_backlog_mb={args.max_backlog_mb}",
+                *[f"--bus.{k}={v}" for k, v in cfg.endpoints().items()],
+            ],
+            cwd=REPO,
+            stdout=log_fh,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        )
         try:
             deadline = time.monotonic() + 120
             while b"ready:" not in log_path.read_bytes():
@@ -179,10 +217,17 @@ def run(cfg: BusConfig, rec: subprocess.Popen, args) -> dict:
     deadline = t_published + 600
     while time.monotonic() < deadline:  # everything published is saved (or refused)
         poll()
-        done = last.get("episodes_saved", 0) + last.get("episodes_discarded", 0) + \
-            last.get("episodes_refused", 0)
-        if done >= args.episodes and not last.get("backlog_frames") and \
-                not last.get("episodes_queued") and not last.get("recording"):
+        done = (
+            last.get("episodes_saved", 0)
+            + last.get("episodes_discarded", 0)
+            + last.get("episodes_refused", 0)
+        )
+        if (
+            done >= args.episodes
+            and not last.get("backlog_frames")
+            and not last.get("episodes_queued")
+            and not last.get("recording")
+        ):
             break
     drain_s = time.monotonic() - t_published
     st = status(rec.pid)
@@ -190,16 +235,27 @@ def run(cfg: BusConfig, rec: subprocess.Popen, args) -> dict:
     rec.send_signal(signal.SIGTERM)
     rec.wait(300)
     health.close()
-    return {"sent": sent, "health": last, "peak_backlog_mb": peak_backlog_mb,
-            "peak_rss_mb": st["VmHWM"], "cpu_cores": (st["cpu_s"] - cpu0) / wall,
-            "drain_s": drain_s}
+    return {
+        "sent": sent,
+        "health": last,
+        "peak_backlog_mb": peak_backlog_mb,
+        "peak_rss_mb": st["VmHWM"],
+        "cpu_cores": (st["cpu_s"] - cpu0) / wall,
+        "drain_s": drain_s,
+    }
 
 
 def report(root: Path, r: dict, args, log_path: Path) -> None:
     sent, health = r["sent"], r["health"]
     info = json.loads((root / "meta" / "info.json").read_text()) if root.exists() else {}
-    reports = [json.loads(p.read_text()) for p in sorted((root / "meta" / "recorder").glob(
-        "episode_*.json"))] if root.exists() else []
+    reports = (
+        [
+            json.loads(p.read_text())
+            for p in sorted((root / "meta" / "recorder").glob("episode_*.json"))
+        ]
+        if root.exists()
+        else []
+    )
     cams = [f"camera/{c}" for c in CAMERAS]
     frames_written = int(info.get("total_frames", 0)) * len(CAMERAS)
     received = sum(health.get("samples", {}).get(c, 0) for c in cams)
@@ -210,57 +266,83 @@ def report(root: Path, r: dict, args, log_path: Path) -> None:
     video_s = sum(rep["encode"]["frames"] for rep in reports) / FPS
     rtf = video_s / busy if busy else float("nan")
     dropped = sent["frames"] - (frames_written - dup)
-    size_mb = sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6 \
-        if root.exists() else 0.0
+    size_mb = (
+        sum(p.stat().st_size for p in root.rglob("*") if p.is_file()) / 1e6
+        if root.exists()
+        else 0.0
+    )
     # Seconds from an episode's last frame to its files being written (then committed).
     commit_lag = [round(rep["written_at"] - rep["t0"] - rep["duration_s"], 2) for rep in reports]
 
-    table("frames (camera frames, all three cameras)", ["stage", "count"], [
-        ["published inside episodes", sent["frames"]],
-        ["received by the recorder", received],
-        ["lost on the bus (sequence gaps)", health.get("lost", 0)],
-        ["dropped by the alignment (several in one frame)", align_drop],
-        ["repeated by the alignment (none new in a frame)", dup],
-        ["late (after their frame was written)", late],
-        ["written to the dataset", frames_written],
-        ["dropped (published, not in the dataset)", dropped],
-    ])
-    table("per episode", ["episode", "frames", "achieved fps", "encode x real time",
-                          "encoder waits", "save lag s"], [
-        [rep["episode_index"], rep["frames"], rep["achieved_fps"],
-         rep["encode"]["realtime_factor"], rep["encode"]["waits"], lag]
-        for rep, lag in zip(reports, commit_lag, strict=True)])
-    table("recorder process", ["metric", "value"], [
-        ["episodes saved / refused / truncated", f"{health.get('episodes_saved')} / "
-         f"{health.get('episodes_refused')} / {health.get('episodes_truncated')}"],
-        ["encode real-time factor (per camera encoder)", rtf],
-        ["backlog max (MB)", r["peak_backlog_mb"]],
-        ["backlog limit (MB)", args.max_backlog_mb],
-        ["peak RSS (MB)", r["peak_rss_mb"]],
-        ["CPU (cores, while publishing and saving)", r["cpu_cores"]],
-        ["all saved, s after the last frame", r["drain_s"]],
-        ["save lag max (s from an episode's end)", max(commit_lag, default=float("nan"))],
-        ["load: frames sent > 1 frame after capture", sent["late_ticks"]],
-        ["load: latest send after capture (ms)", sent["max_lag_ms"]],
-        ["dataset size (MB)", size_mb],
-    ])
-    emit({
-        "frames_published": sent["frames"],
-        "frames_received": received,
-        "frames_written": frames_written,
-        "dropped": dropped,
-        "bus_lost": health.get("lost", 0),
-        "align_dropped": align_drop,
-        "align_duplicated": dup,
-        "encode_realtime_factor": rtf,
-        "peak_rss_mb": r["peak_rss_mb"],
-        "backlog_max_mb": r["peak_backlog_mb"],
-        "episodes_saved": health.get("episodes_saved"),
-        "recorder_cpu_cores": r["cpu_cores"],
-        "save_lag_max_s": max(commit_lag, default=None),
-        "vcodec": args.vcodec,
-        "preset": args.preset,
-    })
+    table(
+        "frames (camera frames, all three cameras)",
+        ["stage", "count"],
+        [
+            ["published inside episodes", sent["frames"]],
+            ["received by the recorder", received],
+            ["lost on the bus (sequence gaps)", health.get("lost", 0)],
+            ["dropped by the alignment (several in one frame)", align_drop],
+            ["repeated by the alignment (none new in a frame)", dup],
+            ["late (after their frame was written)", late],
+            ["written to the dataset", frames_written],
+            ["dropped (published, not in the dataset)", dropped],
+        ],
+    )
+    table(
+        "per episode",
+        ["episode", "frames", "achieved fps", "encode x real time", "encoder waits", "save lag s"],
+        [
+            [
+                rep["episode_index"],
+                rep["frames"],
+                rep["achieved_fps"],
+                rep["encode"]["realtime_factor"],
+                rep["encode"]["waits"],
+                lag,
+            ]
+            for rep, lag in zip(reports, commit_lag, strict=True)
+        ],
+    )
+    table(
+        "recorder process",
+        ["metric", "value"],
+        [
+            [
+                "episodes saved / refused / truncated",
+                f"{health.get('episodes_saved')} / "
+                f"{health.get('episodes_refused')} / {health.get('episodes_truncated')}",
+            ],
+            ["encode real-time factor (per camera encoder)", rtf],
+            ["backlog max (MB)", r["peak_backlog_mb"]],
+            ["backlog limit (MB)", args.max_backlog_mb],
+            ["peak RSS (MB)", r["peak_rss_mb"]],
+            ["CPU (cores, while publishing and saving)", r["cpu_cores"]],
+            ["all saved, s after the last frame", r["drain_s"]],
+            ["save lag max (s from an episode's end)", max(commit_lag, default=float("nan"))],
+            ["load: frames sent > 1 frame after capture", sent["late_ticks"]],
+            ["load: latest send after capture (ms)", sent["max_lag_ms"]],
+            ["dataset size (MB)", size_mb],
+        ],
+    )
+    emit(
+        {
+            "frames_published": sent["frames"],
+            "frames_received": received,
+            "frames_written": frames_written,
+            "dropped": dropped,
+            "bus_lost": health.get("lost", 0),
+            "align_dropped": align_drop,
+            "align_duplicated": dup,
+            "encode_realtime_factor": rtf,
+            "peak_rss_mb": r["peak_rss_mb"],
+            "backlog_max_mb": r["peak_backlog_mb"],
+            "episodes_saved": health.get("episodes_saved"),
+            "recorder_cpu_cores": r["cpu_cores"],
+            "save_lag_max_s": max(commit_lag, default=None),
+            "vcodec": args.vcodec,
+            "preset": args.preset,
+        }
+    )
 
 
 if __name__ == "__main__":

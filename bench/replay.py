@@ -28,10 +28,22 @@ def play(cfg: BusConfig, speed: float, episodes: list[int]) -> dict:
     args = [f"--bus.{k}={v}" for k, v in cfg.endpoints().items()]
     with Subscriber(cfg, ["camera/", "event/episode"], mode="every") as sub:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "workers.replay", "--task=sort", f"--speed={speed}",
-             f"--episodes={episodes}".replace(" ", ""), "--loop=false",
-             "--wait_for_listeners=30", *args],
-            cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            [
+                sys.executable,
+                "-m",
+                "workers.replay",
+                "--task=sort",
+                f"--speed={speed}",
+                f"--episodes={episodes}".replace(" ", ""),
+                "--loop=false",
+                "--wait_for_listeners=30",
+                *args,
+            ],
+            cwd=REPO,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
         times: dict[str, list[list[float]]] = {}
         stops = 0
         while stops < len(episodes) and (msg := sub.recv(60)) is not None:
@@ -58,8 +70,14 @@ def play(cfg: BusConfig, speed: float, episodes: list[int]) -> dict:
         fps.append(achieved)
         jitter.append(pct(dev, 99))
     late = out.count("behind schedule")
-    return {"speed": speed, "target": target, "per_camera": rows, "fps_min": min(fps),
-            "jitter_p99_ms": max(jitter), "late_warnings": late}
+    return {
+        "speed": speed,
+        "target": target,
+        "per_camera": rows,
+        "fps_min": min(fps),
+        "jitter_p99_ms": max(jitter),
+        "late_warnings": late,
+    }
 
 
 def decode_only(episodes: list[int]) -> tuple[float, float]:
@@ -89,15 +107,22 @@ def main() -> None:
             results.append(play(cfg, speed, episodes))
     steps_s, cpu_per_step = decode_only(episodes)
 
-    table("playback of datasets/sort (3 cameras 480x640) through the hub",
-          ["speed", "camera", "target fps", "achieved fps", "|dt-T| p50 ms", "p99 ms", "max ms"],
-          [[r["speed"], topic, r["target"], *vals] for r in results
-           for topic, vals in sorted(r["per_camera"].items())])
+    table(
+        "playback of datasets/sort (3 cameras 480x640) through the hub",
+        ["speed", "camera", "target fps", "achieved fps", "|dt-T| p50 ms", "p99 ms", "max ms"],
+        [
+            [r["speed"], topic, r["target"], *vals]
+            for r in results
+            for topic, vals in sorted(r["per_camera"].items())
+        ],
+    )
     held = [r["speed"] for r in results if r["fps_min"] >= 0.97 * r["target"]]
     decode_share = 30.0 * cpu_per_step  # CPU-seconds of decoding per second at real time
-    table("decoder alone (no pacing, nobody waiting)", ["steps/s", "x real time",
-                                                        "CPU share at 30 fps"],
-          [[steps_s, steps_s / 30.0, f"{100 * decode_share:.1f} % of one core"]])
+    table(
+        "decoder alone (no pacing, nobody waiting)",
+        ["steps/s", "x real time", "CPU share at 30 fps"],
+        [[steps_s, steps_s / 30.0, f"{100 * decode_share:.1f} % of one core"]],
+    )
     base = results[0]
     result = {
         "fps_target": base["target"],
@@ -108,9 +133,14 @@ def main() -> None:
         "decode_steps_per_s": steps_s,
         "decode_cpu_share": decode_share,
     }
-    table("targets", ["target", "met"], [
-        ["holds 30 fps with three cameras", "yes" if base["fps_min"] >= 0.97 * 30 else "NO"],
-        ["interval_p99_ms <= 5", "yes" if base["jitter_p99_ms"] <= 5 else "NO"]])
+    table(
+        "targets",
+        ["target", "met"],
+        [
+            ["holds 30 fps with three cameras", "yes" if base["fps_min"] >= 0.97 * 30 else "NO"],
+            ["interval_p99_ms <= 5", "yes" if base["jitter_p99_ms"] <= 5 else "NO"],
+        ],
+    )
     emit(result)
 
 

@@ -48,19 +48,41 @@ def deg_to_raw(deg: float) -> int:
 
 def write_setup(folder: Path, cfg: BusConfig, arms: list[str], rate_hz: float) -> Path:
     calibration = folder / "follower.json"
-    calibration.write_text(json.dumps({
-        joint: {"id": i + 1, "drive_mode": 0, "homing_offset": 0, "range_min": RANGE_MIN,
-                "range_max": RANGE_MAX} for i, joint in enumerate(JOINTS)}))
+    calibration.write_text(
+        json.dumps(
+            {
+                joint: {
+                    "id": i + 1,
+                    "drive_mode": 0,
+                    "homing_offset": 0,
+                    "range_min": RANGE_MIN,
+                    "range_max": RANGE_MAX,
+                }
+                for i, joint in enumerate(JOINTS)
+            }
+        )
+    )
     config = folder / "robot.yaml"
-    config.write_text(yaml.safe_dump({
-        "bus": cfg.endpoints(),
-        # A step limit wide enough to let every goal through unchanged: its write is then the
-        # exact value published, which is how it is found on the wire.
-        "arms": {arm: {"driver": "feetech", "port": str(folder / f"tty-{arm}"),
-                       "calibration": str(calibration), "max_step": 90.0} for arm in arms},
-        "servo": {"rate_hz": rate_hz, "watchdog_s": 1.0, "max_goal_age_s": 1.0},
-        "health_interval_s": 0.5,
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "bus": cfg.endpoints(),
+                # A step limit wide enough to let every goal through unchanged: its write is
+                # then the exact value published, which is how it is found on the wire.
+                "arms": {
+                    arm: {
+                        "driver": "feetech",
+                        "port": str(folder / f"tty-{arm}"),
+                        "calibration": str(calibration),
+                        "max_step": 90.0,
+                    }
+                    for arm in arms
+                },
+                "servo": {"rate_hz": rate_hz, "watchdog_s": 1.0, "max_goal_age_s": 1.0},
+                "health_interval_s": 0.5,
+            }
+        )
+    )
     return config
 
 
@@ -80,12 +102,16 @@ def run_case(n_arms: int, rate_hz: float, seconds: float) -> dict:
     with tempfile.TemporaryDirectory(prefix="sbs-") as tmp, ipc_bus() as cfg, hub_process(cfg):
         folder = Path(tmp)
         config = write_setup(folder, cfg, arms, rate_hz)
-        with EmulatorProcess([folder / f"tty-{arm}" for arm in arms],
-                             positions=dict.fromkeys(range(1, 7), 2048)) as emulators:
+        with EmulatorProcess(
+            [folder / f"tty-{arm}" for arm in arms], positions=dict.fromkeys(range(1, 7), 2048)
+        ) as emulators:
             log = open(folder / "servo.log", "wb")
-            servo = subprocess.Popen([sys.executable, "-m", "workers.servo",
-                                      f"--config_path={config}"], cwd=REPO, stdout=log,
-                                     stderr=subprocess.STDOUT)
+            servo = subprocess.Popen(
+                [sys.executable, "-m", "workers.servo", f"--config_path={config}"],
+                cwd=REPO,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
             try:
                 got = drive(cfg, arms, seconds)
                 writes = emulators.ask("goal_writes")
@@ -101,8 +127,10 @@ def drive(cfg: BusConfig, arms: list[str], seconds: float) -> dict:
     states: dict[str, list[float]] = {arm: [] for arm in arms}
     sent: dict[str, list[tuple[float, np.ndarray]]] = {arm: [] for arm in arms}
     health: dict = {}
-    with Subscriber(cfg, ["state/", "health/servo"], mode="every") as sub, \
-            Publisher(cfg, "bench-control") as pub:
+    with (
+        Subscriber(cfg, ["state/", "health/servo"], mode="every") as sub,
+        Publisher(cfg, "bench-control") as pub,
+    ):
         for arm in arms:
             if not pub.wait_for_subscriber(f"action/{arm}", 90):
                 raise RuntimeError("the servo process did not subscribe (see its log)")
@@ -188,28 +216,47 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0, help="measured time per case")
     args = parser.parse_args()
     results = [run_case(n_arms, rate, args.seconds) for n_arms, rate in CASES]
-    columns = ["arms", "rate_hz", "rate_achieved_hz", "tick_jitter_p50_ms", "tick_jitter_p99_ms",
-               "tick_jitter_max_ms", "tick_busy_p50_ms", "tick_busy_p99_ms",
-               "state_interval_dev_p99_ms", "overruns",
-               "goal_to_wire_p50_ms", "goal_to_wire_p99_ms", "goals", "goals_not_on_wire"]
-    table("servo process vs emulated STS3215 buses (pty), goals at 30 Hz per arm", columns,
-          [[r[c] for c in columns] for r in results])
+    columns = [
+        "arms",
+        "rate_hz",
+        "rate_achieved_hz",
+        "tick_jitter_p50_ms",
+        "tick_jitter_p99_ms",
+        "tick_jitter_max_ms",
+        "tick_busy_p50_ms",
+        "tick_busy_p99_ms",
+        "state_interval_dev_p99_ms",
+        "overruns",
+        "goal_to_wire_p50_ms",
+        "goal_to_wire_p99_ms",
+        "goals",
+        "goals_not_on_wire",
+    ]
+    table(
+        "servo process vs emulated STS3215 buses (pty), goals at 30 Hz per arm",
+        columns,
+        [[r[c] for c in columns] for r in results],
+    )
     by_case = {(r["arms"], r["rate_hz"]): r for r in results}
     worst = by_case[(2, 100.0)]  # the target case: two arms at 100 Hz
-    emit({
-        "rate_100hz_achieved": worst["rate_achieved_hz"],
-        "tick_jitter_p99_ms": worst["tick_jitter_p99_ms"],
-        "goal_to_wire_p50_ms": worst["goal_to_wire_p50_ms"],
-        "goal_to_wire_p99_ms": worst["goal_to_wire_p99_ms"],
-        "rate_100hz_achieved_1arm": by_case[(1, 100.0)]["rate_achieved_hz"],
-        "rate_30hz_achieved": by_case[(2, 30.0)]["rate_achieved_hz"],
-        "tick_jitter_p99_ms_30hz": by_case[(2, 30.0)]["tick_jitter_p99_ms"],
-        "goal_to_wire_p99_ms_30hz": by_case[(2, 30.0)]["goal_to_wire_p99_ms"],
-        "goals_not_on_wire": sum(r["goals_not_on_wire"] for r in results),
-        "targets_met": bool(worst["rate_achieved_hz"] >= 99.0
-                            and worst["tick_jitter_p99_ms"] <= 2.0
-                            and worst["goal_to_wire_p99_ms"] <= 5.0),
-    })
+    emit(
+        {
+            "rate_100hz_achieved": worst["rate_achieved_hz"],
+            "tick_jitter_p99_ms": worst["tick_jitter_p99_ms"],
+            "goal_to_wire_p50_ms": worst["goal_to_wire_p50_ms"],
+            "goal_to_wire_p99_ms": worst["goal_to_wire_p99_ms"],
+            "rate_100hz_achieved_1arm": by_case[(1, 100.0)]["rate_achieved_hz"],
+            "rate_30hz_achieved": by_case[(2, 30.0)]["rate_achieved_hz"],
+            "tick_jitter_p99_ms_30hz": by_case[(2, 30.0)]["tick_jitter_p99_ms"],
+            "goal_to_wire_p99_ms_30hz": by_case[(2, 30.0)]["goal_to_wire_p99_ms"],
+            "goals_not_on_wire": sum(r["goals_not_on_wire"] for r in results),
+            "targets_met": bool(
+                worst["rate_achieved_hz"] >= 99.0
+                and worst["tick_jitter_p99_ms"] <= 2.0
+                and worst["goal_to_wire_p99_ms"] <= 5.0
+            ),
+        }
+    )
 
 
 if __name__ == "__main__":

@@ -91,8 +91,12 @@ def render_rate(task: str) -> dict:
     finally:
         rig.close()
     cameras = len(world.scene.cameras)
-    return {"size": f"{size[0]}x{size[1]}", "cameras": cameras, "sets_per_s": sets / wall,
-            "ms_per_camera": wall * 1000 / (sets * cameras)}
+    return {
+        "size": f"{size[0]}x{size[1]}",
+        "cameras": cameras,
+        "sets_per_s": sets / wall,
+        "ms_per_camera": wall * 1000 / (sets * cameras),
+    }
 
 
 # -- processes -----------------------------------------------------------------------------
@@ -101,8 +105,10 @@ def stack(task: str, policy: str, logs: Path | None) -> Iterator[Launch]:
     """Hub + sim + a policy service for `task`, both ready: the sim listens for episode
     markers, the policy service is registered at the hub. Worker logs go to `logs/<run>/`
     when given (kept), else to a temporary folder."""
-    with tempfile.TemporaryDirectory() as tmp, \
-            Launch(logs / f"{task}-{policy}" if logs else Path(tmp)) as launch:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        Launch(logs / f"{task}-{policy}" if logs else Path(tmp)) as launch,
+    ):
         launch.start_hub()
         launch.start("sim", "workers.sim", f"--task={task}")
         launch.start(policy, f"workers.{policy}", f"--task={task}")
@@ -111,16 +117,30 @@ def stack(task: str, policy: str, logs: Path | None) -> Iterator[Launch]:
 
 
 def wait_ready(launch: Launch, task: str, policy: str) -> None:
-    with Publisher(launch.bus, "bench-probe") as probe, \
-            ServiceClient(launch.bus, "bench") as client:
+    with (
+        Publisher(launch.bus, "bench-probe") as probe,
+        ServiceClient(launch.bus, "bench") as client,
+    ):
         # Nobody else listens yet: a listener to these topics is the sim or the expert.
-        wait_for(lambda: probe.has_subscriber(topics.event("episode")), 120,
-                 "the sim to subscribe to event/episode", launch)
+        wait_for(
+            lambda: probe.has_subscriber(topics.event("episode")),
+            120,
+            "the sim to subscribe to event/episode",
+            launch,
+        )
         if policy == "expert_policy":
-            wait_for(lambda: probe.has_subscriber(topics.event("sim")), 60,
-                     "the expert to subscribe to event/sim", launch)
-        wait_for(lambda: client.hub_status().get("workers", {}).get(service_name(task)),
-                 START_TIMEOUT_S, f"{policy} to serve {service_name(task)}", launch)
+            wait_for(
+                lambda: probe.has_subscriber(topics.event("sim")),
+                60,
+                "the expert to subscribe to event/sim",
+                launch,
+            )
+        wait_for(
+            lambda: client.hub_status().get("workers", {}).get(service_name(task)),
+            START_TIMEOUT_S,
+            f"{policy} to serve {service_name(task)}",
+            launch,
+        )
 
 
 def wait_for(cond: Callable[[], object], timeout: float, what: str, procs: Launch) -> None:
@@ -144,8 +164,14 @@ def live_run(task: str, seconds: float, logs: Path | None) -> dict:
         with Subscriber(procs.bus, streams, mode="every") as sub:
             # Frames arriving prove our subscription is live before anything is counted.
             wait_for(lambda: sub.recv(0.5) is not None, 30, "the first message", procs)
-            procs.start("control", "workers.control", f"--task={task}", "--episodes=1",
-                        f"--episode_s={seconds + START_TIMEOUT_S}", "--end_on_outcome=false")
+            procs.start(
+                "control",
+                "workers.control",
+                f"--task={task}",
+                "--episodes=1",
+                f"--episode_s={seconds + START_TIMEOUT_S}",
+                "--end_on_outcome=false",
+            )
             cams: dict[str, list[float]] = {}
             states: dict[str, list[float]] = {}
             ages: list[float] = []
@@ -178,13 +204,19 @@ def live_run(task: str, seconds: float, logs: Path | None) -> dict:
                 elif kind == "health":
                     health.append(msg.data)
             lost = sub.lost
-    return {"camera_fps": {c: rate(t) for c, t in sorted(cams.items())},
-            "state_hz": {a: rate(t) for a, t in sorted(states.items())},
-            "age_p50_ms": pct(ages, 50), "age_p99_ms": pct(ages, 99), "chunks": chunks,
-            "lost": lost, "render_ms_p50": health[-1]["render_ms_p50"] if health else None,
-            # How often the sim's physics fell behind the wall clock within the window.
-            "physics_behind": (health[-1]["physics_behind_events"]
-                               - health[0]["physics_behind_events"]) if health else None}
+    return {
+        "camera_fps": {c: rate(t) for c, t in sorted(cams.items())},
+        "state_hz": {a: rate(t) for a, t in sorted(states.items())},
+        "age_p50_ms": pct(ages, 50),
+        "age_p99_ms": pct(ages, 99),
+        "chunks": chunks,
+        "lost": lost,
+        "render_ms_p50": health[-1]["render_ms_p50"] if health else None,
+        # How often the sim's physics fell behind the wall clock within the window.
+        "physics_behind": (health[-1]["physics_behind_events"] - health[0]["physics_behind_events"])
+        if health
+        else None,
+    }
 
 
 # -- 4: the scripted expert through the bus ------------------------------------------------
@@ -194,11 +226,21 @@ def expert_run(task: str, episodes: int, logs: Path | None) -> dict:
         with Subscriber(procs.bus, events, mode="every") as sub:
             # A health report arriving proves our subscriptions (made in order, before it)
             # are live: no outcome can slip past.
-            wait_for(lambda: (m := sub.recv(0.2)) and m.topic == topics.health("sim"), 30,
-                     "our subscription", procs)
+            wait_for(
+                lambda: (m := sub.recv(0.2)) and m.topic == topics.health("sim"),
+                30,
+                "our subscription",
+                procs,
+            )
             limit = EXPERT_EPISODE_S[task]
-            procs.start("control", "workers.control", f"--task={task}", f"--episodes={episodes}",
-                        f"--episode_s={limit}", "--seed=0")
+            procs.start(
+                "control",
+                "workers.control",
+                f"--task={task}",
+                f"--episodes={episodes}",
+                f"--episode_s={limit}",
+                "--seed=0",
+            )
             outcomes: dict[int, dict] = {}  # episode -> the sim's verdict
             stopped: set[int] = set()  # episodes control has ended
             stalls: list[float] = []
@@ -221,15 +263,25 @@ def expert_run(task: str, episodes: int, logs: Path | None) -> dict:
                     stalls.append(msg.data.get("stats", {}).get("stall_ms_per_min", math.nan))
                     # The stop marker carries the outcome control saw; None: the episode ran
                     # out of time (the sim's "stopped by control" verdict follows it).
-                    outcomes.setdefault(episode, msg.data.get("outcome") or {
-                        "success": False, "reason": f"no outcome in {limit:g} s"})
+                    outcomes.setdefault(
+                        episode,
+                        msg.data.get("outcome")
+                        or {"success": False, "reason": f"no outcome in {limit:g} s"},
+                    )
     wins = sum(bool(outcomes.get(e, {}).get("success")) for e in stopped)
     times = [o["time_s"] for o in outcomes.values() if o.get("success") and "time_s" in o]
     failures = sorted({o.get("reason", "?") for o in outcomes.values() if not o.get("success")})
     low, high = wilson(wins, episodes)
-    return {"n": episodes, "successes": wins, "rate": wins / episodes, "ci_low": low,
-            "ci_high": high, "time_p50_s": pct(times, 50), "stall_p50": pct(stalls, 50),
-            "failures": failures}
+    return {
+        "n": episodes,
+        "successes": wins,
+        "rate": wins / episodes,
+        "ci_low": low,
+        "ci_high": high,
+        "time_p50_s": pct(times, 50),
+        "stall_p50": pct(stalls, 50),
+        "failures": failures,
+    }
 
 
 def met(ok: bool) -> str:
@@ -244,12 +296,24 @@ def on_sigterm(*_: object) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--tasks", default=",".join(TASKS))
-    parser.add_argument("--episodes", type=int, default=None,
-                        help=f"expert episodes, every task (default {EPISODES})")
-    parser.add_argument("--seconds", type=float, default=20.0,
-                        help="measured seconds of the sim beside the policy, per task")
-    parser.add_argument("--logs", type=Path, default=None,
-                        help="keep the workers' logs in this folder (default: discarded)")
+    parser.add_argument(
+        "--episodes",
+        type=int,
+        default=None,
+        help=f"expert episodes, every task (default {EPISODES})",
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=20.0,
+        help="measured seconds of the sim beside the policy, per task",
+    )
+    parser.add_argument(
+        "--logs",
+        type=Path,
+        default=None,
+        help="keep the workers' logs in this folder (default: discarded)",
+    )
     args = parser.parse_args()
     tasks = [t for t in args.tasks.split(",") if t]
     if unknown := set(tasks) - set(TASKS):
@@ -276,15 +340,40 @@ def main() -> None:
     # Each table is printed as soon as its runs are done: a long run cut short keeps them.
     phys = {t: physics_rtf(t) for t in tasks}
     rend = {t: render_rate(t) for t in tasks}
-    table("in-process: physics (expert episodes from seed 0, goals at 30 Hz) and rendering",
-          ["task", "sim s", "wall s", "x real time", "target", "met", "cameras", "size",
-           "sets/s", "ms/camera"],
-          [[t, phys[t]["sim_s"], phys[t]["wall_s"], phys[t]["rtf"], ">= 1x",
-            met(phys[t]["rtf"] >= 1), rend[t]["cameras"], rend[t]["size"],
-            rend[t]["sets_per_s"], rend[t]["ms_per_camera"]] for t in tasks])
+    table(
+        "in-process: physics (expert episodes from seed 0, goals at 30 Hz) and rendering",
+        [
+            "task",
+            "sim s",
+            "wall s",
+            "x real time",
+            "target",
+            "met",
+            "cameras",
+            "size",
+            "sets/s",
+            "ms/camera",
+        ],
+        [
+            [
+                t,
+                phys[t]["sim_s"],
+                phys[t]["wall_s"],
+                phys[t]["rtf"],
+                ">= 1x",
+                met(phys[t]["rtf"] >= 1),
+                rend[t]["cameras"],
+                rend[t]["size"],
+                rend[t]["sets_per_s"],
+                rend[t]["ms_per_camera"],
+            ]
+            for t in tasks
+        ],
+    )
     sys.stdout.flush()
-    live = {t: r for t in tasks if (r := attempt(f"{t} live", live_run, t, args.seconds,
-                                                   args.logs))}
+    live = {
+        t: r for t in tasks if (r := attempt(f"{t} live", live_run, t, args.seconds, args.logs))
+    }
     if live:
         # Met: at most one message short over the window (the measurement's resolution).
         tol = 1.0 / args.seconds
@@ -292,29 +381,79 @@ def main() -> None:
         for t, r in live.items():
             streams = [(f"camera/{c}", v, TARGET_FPS[t], "fps") for c, v in r["camera_fps"].items()]
             streams += [(f"state/{a}", v, TARGET_STATE_HZ, "Hz") for a, v in r["state_hz"].items()]
-            rows += [[t, name, v, f">= {target:g} {unit}", met(v >= target - tol)]
-                     for name, v, target, unit in streams]
-        table(f"sim process beside the policy worker and control ({args.seconds:g} s measured)",
-              ["task", "stream", "achieved /s", "target", "met"], rows)
-        table("same runs: frame age on arrival (bus clock - t_cap), policy chunks, sim health",
-              ["task", "age p50 ms", "age p99 ms", "chunks", "lost msgs", "physics behind",
-               "render ms p50"],
-              [[t, r["age_p50_ms"], r["age_p99_ms"], r["chunks"], r["lost"],
-                r["physics_behind"], r["render_ms_p50"]] for t, r in live.items()])
+            rows += [
+                [t, name, v, f">= {target:g} {unit}", met(v >= target - tol)]
+                for name, v, target, unit in streams
+            ]
+        table(
+            f"sim process beside the policy worker and control ({args.seconds:g} s measured)",
+            ["task", "stream", "achieved /s", "target", "met"],
+            rows,
+        )
+        table(
+            "same runs: frame age on arrival (bus clock - t_cap), policy chunks, sim health",
+            [
+                "task",
+                "age p50 ms",
+                "age p99 ms",
+                "chunks",
+                "lost msgs",
+                "physics behind",
+                "render ms p50",
+            ],
+            [
+                [
+                    t,
+                    r["age_p50_ms"],
+                    r["age_p99_ms"],
+                    r["chunks"],
+                    r["lost"],
+                    r["physics_behind"],
+                    r["render_ms_p50"],
+                ]
+                for t, r in live.items()
+            ],
+        )
         sys.stdout.flush()
-    expert = {t: r for t in tasks if (r := attempt(f"{t} expert", expert_run, t,
-                                                     args.episodes or EPISODES[t], args.logs))}
+    expert = {
+        t: r
+        for t in tasks
+        if (r := attempt(f"{t} expert", expert_run, t, args.episodes or EPISODES[t], args.logs))
+    }
     if expert:
-        table("scripted expert through the bus (seeds 0..N-1)",
-              ["task", "success", "rate", "95 % Wilson", "target", "met", "time p50 s",
-               "stall ms/min p50", "failures"],
-              [[t, f"{e['successes']}/{e['n']}", e["rate"],
-                f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}]", f">= {TARGET_SUCCESS}",
-                met(e["rate"] >= TARGET_SUCCESS), e["time_p50_s"], e["stall_p50"],
-                "; ".join(e["failures"]) or "-"] for t, e in expert.items()])
+        table(
+            "scripted expert through the bus (seeds 0..N-1)",
+            [
+                "task",
+                "success",
+                "rate",
+                "95 % Wilson",
+                "target",
+                "met",
+                "time p50 s",
+                "stall ms/min p50",
+                "failures",
+            ],
+            [
+                [
+                    t,
+                    f"{e['successes']}/{e['n']}",
+                    e["rate"],
+                    f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}]",
+                    f">= {TARGET_SUCCESS}",
+                    met(e["rate"] >= TARGET_SUCCESS),
+                    e["time_p50_s"],
+                    e["stall_p50"],
+                    "; ".join(e["failures"]) or "-",
+                ]
+                for t, e in expert.items()
+            ],
+        )
     load_end = os.getloadavg()[0]
-    print(f"\nload average (1 min) {load_start:.2f} at the start, {load_end:.2f} at the end, "
-          f"{os.cpu_count()} CPUs")
+    print(
+        f"\nload average (1 min) {load_start:.2f} at the start, {load_end:.2f} at the end, "
+        f"{os.cpu_count()} CPUs"
+    )
 
     result: dict = {}
     for t in TASKS:  # the headline keys are always there (None: not run, or failed)
@@ -324,17 +463,29 @@ def main() -> None:
         result[f"expert_success_{t}"] = ex["rate"] if ex else None
     result["physics_rtf_min"] = min(p["rtf"] for p in phys.values())
     for t in tasks:
-        result |= {f"{t}_physics_rtf": phys[t]["rtf"],
-                   f"{t}_render_sets_per_s": rend[t]["sets_per_s"],
-                   f"{t}_render_ms_per_camera": rend[t]["ms_per_camera"]}
+        result |= {
+            f"{t}_physics_rtf": phys[t]["rtf"],
+            f"{t}_render_sets_per_s": rend[t]["sets_per_s"],
+            f"{t}_render_ms_per_camera": rend[t]["ms_per_camera"],
+        }
     for t, r in live.items():
-        result |= {f"{t}_frame_age_p50_ms": r["age_p50_ms"],
-                   f"{t}_frame_age_p99_ms": r["age_p99_ms"]}
+        result |= {
+            f"{t}_frame_age_p50_ms": r["age_p50_ms"],
+            f"{t}_frame_age_p99_ms": r["age_p99_ms"],
+        }
     for t, e in expert.items():
-        result |= {f"expert_{t}_n": e["n"], f"expert_{t}_ci_low": e["ci_low"],
-                   f"expert_{t}_ci_high": e["ci_high"]}
-    result |= {"seconds": args.seconds, "loadavg_start": load_start, "loadavg_end": load_end,
-               "cpus": os.cpu_count(), "errors": errors}
+        result |= {
+            f"expert_{t}_n": e["n"],
+            f"expert_{t}_ci_low": e["ci_low"],
+            f"expert_{t}_ci_high": e["ci_high"],
+        }
+    result |= {
+        "seconds": args.seconds,
+        "loadavg_start": load_start,
+        "loadavg_end": load_end,
+        "cpus": os.cpu_count(),
+        "errors": errors,
+    }
     emit(result)
 
 

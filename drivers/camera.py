@@ -71,7 +71,7 @@ class CameraSettings:
 
 
 def source_kind(source: str) -> str:
-    """"device", "file" or "stream"."""
+    """ "device", "file" or "stream"."""
     if source.isdigit() or source.startswith("/dev/video"):
         return "device"
     if "://" in source:
@@ -153,16 +153,22 @@ class OpenCVCamera:
         """Open the source and start reading; raises CameraLost if it cannot."""
         self.close()
         session = _Session()
-        thread = threading.Thread(target=self._read_loop, args=(session,), daemon=True,
-                                  name=f"camera-reader {self.source}")
+        thread = threading.Thread(
+            target=self._read_loop,
+            args=(session,),
+            daemon=True,
+            name=f"camera-reader {self.source}",
+        )
         thread.start()
         with session.cond:
-            session.cond.wait_for(lambda: session.info or session.error,
-                                  self.settings.open_timeout_s)
+            session.cond.wait_for(
+                lambda: session.info or session.error, self.settings.open_timeout_s
+            )
         if session.info is None:
             session.closing = True
             error = session.error or CameraLost(
-                f"opening {self.source} timed out after {self.settings.open_timeout_s:g} s")
+                f"opening {self.source} timed out after {self.settings.open_timeout_s:g} s"
+            )
             raise error
         self._session, self._thread = session, thread
         self._log_opened(session.info)
@@ -198,8 +204,9 @@ class OpenCVCamera:
             if thread.is_alive():
                 # Stuck in a blocking OpenCV call: it releases its capture if it ever returns.
                 self.abandoned_readers += 1
-                log.warning("camera reader for %s is stuck inside OpenCV; abandoned it",
-                            self.source)
+                log.warning(
+                    "camera reader for %s is stuck inside OpenCV; abandoned it", self.source
+                )
 
     # -- the reader thread --------------------------------------------------------------------
     def _read_loop(self, session: _Session) -> None:
@@ -226,8 +233,10 @@ class OpenCVCamera:
         if self.kind == "file" and not os.path.exists(self.source):
             return f"cannot open {self.source}: no such file"
         if self.kind == "device":
-            return (f"cannot open camera {self.source} (unplugged, in use by another program, "
-                    "or no permission: is the user in the video group?)")
+            return (
+                f"cannot open camera {self.source} (unplugged, in use by another program, "
+                "or no permission: is the user in the video group?)"
+            )
         return f"cannot open {self.source}"
 
     def _request_settings(self, cap: Any) -> None:
@@ -295,14 +304,28 @@ class OpenCVCamera:
 
     def _log_opened(self, info: CameraInfo) -> None:
         s = self.settings
-        asked = (f"{s.width or '?'}x{s.height or '?'}@{s.fps or '?'}"
-                 if self.kind == "device" else "as recorded")
-        log.info("opened %s (%s, %s backend): asked %s, got %dx%d@%.1f", self.source, info.kind,
-                 info.backend, asked, info.width, info.height, info.fps)
+        asked = (
+            f"{s.width or '?'}x{s.height or '?'}@{s.fps or '?'}"
+            if self.kind == "device"
+            else "as recorded"
+        )
+        log.info(
+            "opened %s (%s, %s backend): asked %s, got %dx%d@%.1f",
+            self.source,
+            info.kind,
+            info.backend,
+            asked,
+            info.width,
+            info.height,
+            info.fps,
+        )
         mismatch = [
             f"{name} {want} -> {got:g}"
-            for name, want, got in (("width", s.width, info.width),
-                                    ("height", s.height, info.height), ("fps", s.fps, info.fps))
+            for name, want, got in (
+                ("width", s.width, info.width),
+                ("height", s.height, info.height),
+                ("fps", s.fps, info.fps),
+            )
             if self.kind == "device" and want and abs(want - got) > 0.5
         ]
         if mismatch:

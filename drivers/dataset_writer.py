@@ -71,11 +71,17 @@ class RecordingError(Exception):
 def _describe_os_error(exc: BaseException, where: str) -> RecordingError:
     err = getattr(exc, "errno", None)
     if err == errno.ENOSPC or err == errno.EDQUOT:
-        return RecordingError(f"disk full while writing {where}: free space, then restart the "
-                              "recorder (saved episodes are intact)", "disk_full")
+        return RecordingError(
+            f"disk full while writing {where}: free space, then restart the "
+            "recorder (saved episodes are intact)",
+            "disk_full",
+        )
     if err in (errno.EACCES, errno.EPERM, errno.EROFS):
-        return RecordingError(f"cannot write {where} ({os.strerror(err)}): make the folder "
-                              "writable or record elsewhere with --root", "unwritable")
+        return RecordingError(
+            f"cannot write {where} ({os.strerror(err)}): make the folder "
+            "writable or record elsewhere with --root",
+            "unwritable",
+        )
     return RecordingError(f"writing {where} failed: {type(exc).__name__}: {exc}", "io")
 
 
@@ -142,8 +148,9 @@ class DatasetSpec:
         return feats
 
 
-def feature_differences(existing: dict, fps: int, spec: DatasetSpec,
-                        image_hw: dict[str, tuple[int, int]] | None = None) -> list[str]:
+def feature_differences(
+    existing: dict, fps: int, spec: DatasetSpec, image_hw: dict[str, tuple[int, int]] | None = None
+) -> list[str]:
     """How a dataset's `info.json` differs from what `spec` records (empty: compatible).
     Camera shapes are compared only when `image_hw` is given."""
     from lerobot.utils.constants import DEFAULT_FEATURES
@@ -199,8 +206,15 @@ class EncoderSettings:
 class _CameraEncoder(threading.Thread):
     """One camera of one episode: frames from a queue into an mp4, plus image statistics."""
 
-    def __init__(self, path: Path, fps: int, codec: str, options: dict[str, str],
-                 maxsize: int, stats_every: int):
+    def __init__(
+        self,
+        path: Path,
+        fps: int,
+        codec: str,
+        options: dict[str, str],
+        maxsize: int,
+        stats_every: int,
+    ):
         super().__init__(name=f"encode-{path.stem}", daemon=True)
         self.path = path
         self.fps = fps
@@ -281,26 +295,35 @@ def _make_streaming_encoder_class():
         statistics are sampled."""
 
         def __init__(self, fps: int, rgb_encoder, settings: EncoderSettings):
-            super().__init__(fps=fps, rgb_encoder=rgb_encoder,
-                             queue_maxsize=settings.queue_frames,
-                             encoder_threads=settings.threads)
+            super().__init__(
+                fps=fps,
+                rgb_encoder=rgb_encoder,
+                queue_maxsize=settings.queue_frames,
+                encoder_threads=settings.threads,
+            )
             self.settings = settings
             self._encoders: dict[str, _CameraEncoder] = {}
             self.encoded_frames = 0
             self.busy_s = 0.0
             self.waits = 0
 
-        def start_episode(self, video_keys: list[str], temp_dir: Path,
-                          depth_video_keys: list[str] | None = None) -> None:
+        def start_episode(
+            self, video_keys: list[str], temp_dir: Path, depth_video_keys: list[str] | None = None
+        ) -> None:
             if depth_video_keys:
-                raise RecordingError("depth cameras are not supported by the recorder",
-                                     "mismatch")
+                raise RecordingError("depth cameras are not supported by the recorder", "mismatch")
             self.cancel_episode()
             options = self._rgb_encoder.get_codec_options(self._encoder_threads, as_strings=True)
             for key in video_keys:
                 tmp = Path(tempfile.mkdtemp(prefix=ENCODING_PREFIX, dir=temp_dir))
-                enc = _CameraEncoder(tmp / f"{key}.mp4", self.fps, self._rgb_encoder.vcodec,
-                                     options, self.queue_maxsize, self.settings.stats_every)
+                enc = _CameraEncoder(
+                    tmp / f"{key}.mp4",
+                    self.fps,
+                    self._rgb_encoder.vcodec,
+                    options,
+                    self.queue_maxsize,
+                    self.settings.stats_every,
+                )
                 enc.start()
                 self._encoders[key] = enc
             self._episode_active = True
@@ -363,8 +386,9 @@ def _dataset_class(settings: EncoderSettings, made: list):
 
     class RecorderDataset(LeRobotDataset):
         @staticmethod
-        def _build_streaming_encoder(fps, rgb_encoder, depth_encoder, encoder_queue_maxsize,
-                                     encoder_threads):
+        def _build_streaming_encoder(
+            fps, rgb_encoder, depth_encoder, encoder_queue_maxsize, encoder_threads
+        ):
             made[:] = [encoder_class(fps, rgb_encoder, settings)]
             return made[0]
 
@@ -430,8 +454,11 @@ def recover(root: Path) -> list[str]:
             keep = set(entry["files"])
             snapshot = list(entry["snapshot"])
         except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise RecordingError(f"{journal} is unreadable ({exc}): the dataset may hold a "
-                                 "half-saved episode; move the folder aside", "corrupt") from exc
+            raise RecordingError(
+                f"{journal} is unreadable ({exc}): the dataset may hold a "
+                "half-saved episode; move the folder aside",
+                "corrupt",
+            ) from exc
         restored = 0
         for rel in snapshot:
             src = journal_dir / "snapshot" / Path(rel).name
@@ -446,10 +473,15 @@ def recover(root: Path) -> list[str]:
         keep_dirs = {Path(f).parent.as_posix() for f in keep}
         keep_dirs |= {p.as_posix() for f in keep for p in Path(f).parents}
         _remove_empty_dirs(root, keep_dirs)
-        actions.append(f"rolled back the unfinished save of episode {entry.get('episode_index')}"
-                       f": {restored} metadata files restored, {len(removed)} new files deleted"
-                       + (f" ({', '.join(removed[:4])}{' ...' if len(removed) > 4 else ''})"
-                          if removed else ""))
+        actions.append(
+            f"rolled back the unfinished save of episode {entry.get('episode_index')}"
+            f": {restored} metadata files restored, {len(removed)} new files deleted"
+            + (
+                f" ({', '.join(removed[:4])}{' ...' if len(removed) > 4 else ''})"
+                if removed
+                else ""
+            )
+        )
         journal.unlink()
     if journal_dir.exists():
         shutil.rmtree(journal_dir)
@@ -466,27 +498,38 @@ def _check_consistent(root: Path) -> dict:
     try:
         info = json.loads((root / "meta" / "info.json").read_text())
     except (OSError, ValueError) as exc:
-        raise RecordingError(f"{root}/meta/info.json is unreadable ({exc}): not a dataset this "
-                             "recorder can append to", "corrupt") from exc
+        raise RecordingError(
+            f"{root}/meta/info.json is unreadable ({exc}): not a dataset this "
+            "recorder can append to",
+            "corrupt",
+        ) from exc
     episodes = 0
     for path in sorted((root / "meta" / "episodes").glob("*/*.parquet")):
         try:
             episodes += pq.read_metadata(path).num_rows
         except Exception as exc:
-            raise RecordingError(f"{path} is damaged ({exc}): the dataset was not written by "
-                                 "this recorder or lost a file", "corrupt") from exc
+            raise RecordingError(
+                f"{path} is damaged ({exc}): the dataset was not written by "
+                "this recorder or lost a file",
+                "corrupt",
+            ) from exc
     frames = 0
     for path in sorted((root / "data").glob("*/*.parquet")):
         try:
             frames += pq.read_metadata(path).num_rows
         except Exception as exc:
-            raise RecordingError(f"{path} is damaged ({exc}): the dataset was not written by "
-                                 "this recorder or lost a file", "corrupt") from exc
+            raise RecordingError(
+                f"{path} is damaged ({exc}): the dataset was not written by "
+                "this recorder or lost a file",
+                "corrupt",
+            ) from exc
     if episodes != info.get("total_episodes") or frames != info.get("total_frames"):
         raise RecordingError(
             f"{root} is inconsistent: info.json says {info.get('total_episodes')} episodes / "
             f"{info.get('total_frames')} frames, the files hold {episodes} / {frames}; "
-            "move it aside and record into a new folder", "corrupt")
+            "move it aside and record into a new folder",
+            "corrupt",
+        )
     return info
 
 
@@ -513,8 +556,14 @@ class EpisodeWriter:
     last frame uses its own), which is how episodes without a commanded action are recorded.
     """
 
-    def __init__(self, root: str | Path, spec: DatasetSpec, repo_id: str | None = None,
-                 encoder: EncoderSettings | None = None, min_frames: int = 2):
+    def __init__(
+        self,
+        root: str | Path,
+        spec: DatasetSpec,
+        repo_id: str | None = None,
+        encoder: EncoderSettings | None = None,
+        min_frames: int = 2,
+    ):
         self.root = Path(root).expanduser().absolute()
         self.spec = spec
         self.repo_id = repo_id or f"local/{self.root.name}"
@@ -565,19 +614,26 @@ class EpisodeWriter:
                     raise self._mismatch(diffs)
                 self._image_hw = {
                     k.removeprefix(IMAGES_PREFIX): tuple(v["shape"][:2])
-                    for k, v in info["features"].items() if k.startswith(IMAGES_PREFIX)
+                    for k, v in info["features"].items()
+                    if k.startswith(IMAGES_PREFIX)
                 }
             elif any(self.root.iterdir()):
-                raise RecordingError(f"{self.root} exists and is not a LeRobotDataset (no "
-                                     "meta/info.json): choose another --root", "mismatch")
+                raise RecordingError(
+                    f"{self.root} exists and is not a LeRobotDataset (no "
+                    "meta/info.json): choose another --root",
+                    "mismatch",
+                )
         self._probe_writable()
         self._setup_libraries()
         return actions
 
     def _mismatch(self, diffs: list[str]) -> RecordingError:
-        return RecordingError(f"{self.root} holds a dataset whose features differ from the "
-                              f"streams recorded: {'; '.join(diffs)}. Record into another "
-                              "folder, or record the streams it holds", "mismatch")
+        return RecordingError(
+            f"{self.root} holds a dataset whose features differ from the "
+            f"streams recorded: {'; '.join(diffs)}. Record into another "
+            "folder, or record the streams it holds",
+            "mismatch",
+        )
 
     def _lock(self) -> None:
         try:
@@ -589,14 +645,16 @@ class EpisodeWriter:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise RecordingError(f"{self.root} is being recorded by another process "
-                                 f"(lock {self._lock_path})", "busy") from None
+            raise RecordingError(
+                f"{self.root} is being recorded by another process (lock {self._lock_path})", "busy"
+            ) from None
         self._lock_fd = fd
 
     def _probe_writable(self) -> None:
         where = self.root if self.root.is_dir() else self.root.parent
-        dirs = [where] + [self.root / d for d in ("meta", "data", "videos") if
-                          (self.root / d).is_dir()]
+        dirs = [where] + [
+            self.root / d for d in ("meta", "data", "videos") if (self.root / d).is_dir()
+        ]
         for d in dirs:
             probe = d / f".write-probe-{os.getpid()}"
             try:
@@ -643,12 +701,16 @@ class EpisodeWriter:
             raise RuntimeError("an episode is already being recorded")
         image_hw = {k: (int(h), int(w)) for k, (h, w) in image_hw.items()}
         if set(image_hw) != set(self.spec.cameras):
-            raise RecordingError(f"cameras {sorted(image_hw)} given, {self.spec.cameras} "
-                                 "declared", "mismatch")
+            raise RecordingError(
+                f"cameras {sorted(image_hw)} given, {self.spec.cameras} declared", "mismatch"
+            )
         if self._image_hw is not None and image_hw != self._image_hw:
-            diffs = [f"{IMAGES_PREFIX}{c}: {list(self._image_hw.get(c, ()))} in the folder, "
-                     f"{list(hw)} on the bus"
-                     for c, hw in image_hw.items() if self._image_hw.get(c) != hw]
+            diffs = [
+                f"{IMAGES_PREFIX}{c}: {list(self._image_hw.get(c, ()))} in the folder, "
+                f"{list(hw)} on the bus"
+                for c, hw in image_hw.items()
+                if self._image_hw.get(c) != hw
+            ]
             raise self._mismatch(diffs)
         try:
             if self._prepared is not None:
@@ -660,9 +722,14 @@ class EpisodeWriter:
                     shutil.rmtree(self.staging)
                 options = self._lerobot_options()
                 self._ds = self._dataset_class.create(
-                    self.repo_id, self.spec.fps, self.spec.features(image_hw),
-                    root=self.staging, robot_type=self.spec.robot_type, use_videos=True,
-                    **options)
+                    self.repo_id,
+                    self.spec.fps,
+                    self.spec.features(image_hw),
+                    root=self.staging,
+                    robot_type=self.spec.robot_type,
+                    use_videos=True,
+                    **options,
+                )
         except OSError as exc:
             self._ds = None
             raise self._fail(_describe_os_error(exc, str(self.root))) from exc
@@ -677,9 +744,13 @@ class EpisodeWriter:
     def _lerobot_options(self) -> dict:
         if self._dataset_class is None:
             self._dataset_class = _dataset_class(self.encoder, self._encoder_made)
-        return dict(video_backend="pyav", rgb_encoder=self.encoder.lerobot_config(),
-                    streaming_encoding=True, encoder_queue_maxsize=self.encoder.queue_frames,
-                    encoder_threads=self.encoder.threads)
+        return dict(
+            video_backend="pyav",
+            rgb_encoder=self.encoder.lerobot_config(),
+            streaming_encoding=True,
+            encoder_queue_maxsize=self.encoder.queue_frames,
+            encoder_threads=self.encoder.threads,
+        )
 
     def _resume(self):
         options = self._lerobot_options()
@@ -701,8 +772,13 @@ class EpisodeWriter:
             _defuse(self._prepared)
             self._prepared = None
 
-    def add(self, images: dict[str, np.ndarray], states: Sequence[np.ndarray],
-            actions: Sequence[np.ndarray | None], times: dict[str, float]) -> None:
+    def add(
+        self,
+        images: dict[str, np.ndarray],
+        states: Sequence[np.ndarray],
+        actions: Sequence[np.ndarray | None],
+        times: dict[str, float],
+    ) -> None:
         """One frame: images by camera, state and action per arm (spec order), capture times
         by stream. Waits while the video encoders are behind (never drops)."""
         if self._ds is None:
@@ -842,8 +918,11 @@ class EpisodeWriter:
             if self.root.is_dir():
                 recover(self.root)
         except Exception as rollback_exc:  # keep the journal: the next open finishes it
-            log.error("rollback after a failed save did not finish (%s); it will be "
-                      "finished when the recorder next starts", rollback_exc)
+            log.error(
+                "rollback after a failed save did not finish (%s); it will be "
+                "finished when the recorder next starts",
+                rollback_exc,
+            )
         if isinstance(exc, RecordingError):
             return self._fail(exc)
         os_err = _os_error_in(exc)
@@ -871,8 +950,13 @@ class EpisodeWriter:
                 _fsync_file(snap / src.name)
                 saved.append(rel)
         _fsync_dir(snap)
-        entry = {"episode_index": index, "snapshot": saved, "files": sorted(files),
-                 "pid": os.getpid(), "time": time.time()}
+        entry = {
+            "episode_index": index,
+            "snapshot": saved,
+            "files": sorted(files),
+            "pid": os.getpid(),
+            "time": time.time(),
+        }
         _write_atomic(jdir / "journal.json", json.dumps(entry))
 
     def _journal_end(self) -> None:
@@ -887,18 +971,24 @@ class EpisodeWriter:
 
         info = json.loads((root / "meta" / "info.json").read_text())
         if info["total_episodes"] != index + 1:
-            raise RecordingError(f"info.json lists {info['total_episodes']} episodes after "
-                                 f"saving episode {index}", "corrupt")
+            raise RecordingError(
+                f"info.json lists {info['total_episodes']} episodes after saving episode {index}",
+                "corrupt",
+            )
         new = sorted(_files(root) - before)
         ep_files = [f for f in new if f.startswith("meta/episodes/")]
         data_files = [f for f in new if f.startswith("data/")]
         if len(ep_files) != 1 or len(data_files) != 1:
-            raise RecordingError(f"episode {index} wrote {ep_files} and {data_files}, expected "
-                                 "one index file and one data file", "corrupt")
+            raise RecordingError(
+                f"episode {index} wrote {ep_files} and {data_files}, expected "
+                "one index file and one data file",
+                "corrupt",
+            )
         rows = pq.read_table(root / ep_files[0]).to_pylist()
         if len(rows) != 1 or rows[0]["episode_index"] != index or rows[0]["length"] != frames:
-            raise RecordingError(f"{ep_files[0]} does not describe episode {index} "
-                                 f"({frames} frames)", "corrupt")
+            raise RecordingError(
+                f"{ep_files[0]} does not describe episode {index} ({frames} frames)", "corrupt"
+            )
         if pq.read_metadata(root / data_files[0]).num_rows != frames:
             raise RecordingError(f"{data_files[0]} does not hold {frames} frames", "corrupt")
         row = rows[0]
@@ -906,11 +996,16 @@ class EpisodeWriter:
             key = f"videos/{IMAGES_PREFIX}{cam}"
             span = (row[f"{key}/to_timestamp"] - row[f"{key}/from_timestamp"]) * self.spec.fps
             path = root / info["video_path"].format(
-                video_key=IMAGES_PREFIX + cam, chunk_index=row[f"{key}/chunk_index"],
-                file_index=row[f"{key}/file_index"])
+                video_key=IMAGES_PREFIX + cam,
+                chunk_index=row[f"{key}/chunk_index"],
+                file_index=row[f"{key}/file_index"],
+            )
             if not path.is_file() or abs(span - frames) > 0.5:
-                raise RecordingError(f"video of {cam} for episode {index} holds {span:.1f} "
-                                     f"frames, expected {frames}", "corrupt")
+                raise RecordingError(
+                    f"video of {cam} for episode {index} holds {span:.1f} "
+                    f"frames, expected {frames}",
+                    "corrupt",
+                )
 
     def close(self) -> None:
         self._drop_prepared()
@@ -970,8 +1065,9 @@ class BackgroundWriter:
 
     Results (saved / discarded / error) come back through `results()`."""
 
-    def __init__(self, writer: EpisodeWriter, max_bytes: int,
-                 on_result: Callable[[dict], None] | None = None):
+    def __init__(
+        self, writer: EpisodeWriter, max_bytes: int, on_result: Callable[[dict], None] | None = None
+    ):
         self.writer = writer
         self.max_bytes = max_bytes
         self.backlog = BacklogStats()
@@ -1076,13 +1172,25 @@ class BackgroundWriter:
                             active = False
                             saved = self.writer.end(item)
                             if saved is None:
-                                self._post({"state": "discarded", **info,
-                                            "reason": f"shorter than {self.writer.min_frames} "
-                                                      "frames", **_brief(item)})
+                                self._post(
+                                    {
+                                        "state": "discarded",
+                                        **info,
+                                        "reason": f"shorter than {self.writer.min_frames} frames",
+                                        **_brief(item),
+                                    }
+                                )
                             else:
-                                self._post({"state": "saved", "episode": saved.index,
-                                            "frames": saved.frames, "save_s": saved.seconds,
-                                            **info, "report": saved.report})
+                                self._post(
+                                    {
+                                        "state": "saved",
+                                        "episode": saved.index,
+                                        "frames": saved.frames,
+                                        "save_s": saved.seconds,
+                                        **info,
+                                        "report": saved.report,
+                                    }
+                                )
                     except RecordingError as exc:
                         self._failed(exc, info)
                     finally:
@@ -1095,8 +1203,9 @@ class BackgroundWriter:
                         self._post({"state": "discarded", **info, "reason": item})
             except Exception as exc:  # a bug, not an I/O error: stop recording, say so
                 log.exception("dataset writer failed")
-                self._failed(RecordingError(f"dataset writer failed: {type(exc).__name__}: "
-                                            f"{exc}"), info)
+                self._failed(
+                    RecordingError(f"dataset writer failed: {type(exc).__name__}: {exc}"), info
+                )
                 active = False
             finally:
                 self._queue.task_done()

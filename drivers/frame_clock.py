@@ -119,8 +119,10 @@ class EpisodeClock:
         c = s.counts
         c.first_t = t if c.first_t is None else min(c.first_t, t)
         c.last_t = t if c.last_t is None else max(c.last_t, t)
-        if self.t0 is not None and self.next_index > 0 and t <= self._window_end(
-            self.next_index - 1
+        if (
+            self.t0 is not None
+            and self.next_index > 0
+            and t <= self._window_end(self.next_index - 1)
         ):
             s.counts.late += 1  # its frame has been handed out already
             return True
@@ -168,8 +170,7 @@ class EpisodeClock:
             return True
         # Optional streams (actions) are waited for too once they have delivered in this
         # episode: a command published right after its state is not missed by a few ms.
-        return all(s.seen > end for s in self._streams.values()
-                   if s.required or s.counts.received)
+        return all(s.seen > end for s in self._streams.values() if s.required or s.counts.received)
 
     def ready(self, now: float) -> list[Tick]:
         """Frames whose every required stream is complete (or waited for long enough)."""
@@ -231,9 +232,7 @@ class EpisodeClock:
             }
         # The rate of new information the frames carry: the required stream that repeated
         # itself most sets it (a 25 Hz camera on a 30 fps clock: 25).
-        fresh = [
-            s.counts.used / frames for s in self._streams.values() if s.required and frames
-        ]
+        fresh = [s.counts.used / frames for s in self._streams.values() if s.required and frames]
         return {
             "frames": frames,
             "fps": self.fps,

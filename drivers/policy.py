@@ -54,8 +54,9 @@ def pick_device(requested: str = "auto") -> tuple[str, str]:
         why = f"CUDA_VISIBLE_DEVICES={visible!r}" if visible is not None else "no CUDA device"
         return "cpu", f"auto: {why}, falling back to the CPU"
     if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise PolicyLoadError(f"--device={requested} but no CUDA device is visible "
-                              "(use --device=cpu or auto)")
+        raise PolicyLoadError(
+            f"--device={requested} but no CUDA device is visible (use --device=cpu or auto)"
+        )
     return requested, "forced by --device"
 
 
@@ -63,16 +64,20 @@ def _check_checkpoint_folder(path: Path) -> None:
     if not path.exists():
         raise PolicyLoadError(
             f"checkpoint not found: {path} (run from the project root, or give an absolute path "
-            "to a lerobot `pretrained_model` folder)")
+            "to a lerobot `pretrained_model` folder)"
+        )
     if not (path / "config.json").exists():
         inner = path / "pretrained_model"
         hint = f"; did you mean {inner}?" if (inner / "config.json").exists() else ""
-        raise PolicyLoadError(f"{path} is not a lerobot pretrained_model folder "
-                              f"(no config.json){hint}")
+        raise PolicyLoadError(
+            f"{path} is not a lerobot pretrained_model folder (no config.json){hint}"
+        )
     for name in ("model.safetensors", "policy_preprocessor.json", "policy_postprocessor.json"):
         if not (path / name).exists():
-            raise PolicyLoadError(f"{path} has no {name}: an incomplete checkpoint (normalization "
-                                  "stats live in the processor files; copy the whole folder)")
+            raise PolicyLoadError(
+                f"{path} has no {name}: an incomplete checkpoint (normalization "
+                "stats live in the processor files; copy the whole folder)"
+            )
 
 
 class PolicyRunner:
@@ -82,9 +87,16 @@ class PolicyRunner:
     `observation.images.front`); `arms` gives the order arms' states are concatenated in.
     """
 
-    def __init__(self, path: str | Path, arms: Sequence[str], device: str = "auto",
-                 num_inference_steps: int | None = 10, scheduler: str | None = "DDIM",
-                 cameras: Mapping[str, str] | None = None, fast_unet: bool = True):
+    def __init__(
+        self,
+        path: str | Path,
+        arms: Sequence[str],
+        device: str = "auto",
+        num_inference_steps: int | None = 10,
+        scheduler: str | None = "DDIM",
+        cameras: Mapping[str, str] | None = None,
+        fast_unet: bool = True,
+    ):
         from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
 
@@ -115,32 +127,42 @@ class PolicyRunner:
             # strict: a missing or unexpected weight is an error, not a warning.
             self.policy = policy_cls.from_pretrained(self.path, config=cfg, strict=True)
         except RuntimeError as exc:
-            raise PolicyLoadError(f"weights in {self.path} do not match its config: "
-                                  f"{str(exc).splitlines()[0][:400]}") from exc
+            raise PolicyLoadError(
+                f"weights in {self.path} do not match its config: {str(exc).splitlines()[0][:400]}"
+            ) from exc
         self.policy.eval()
         self.native_conv1d = self.device == "cpu" and fast_unet and native_conv1d_unet(self.policy)
         overrides = {"device_processor": {"device": self.device}}
         self.preprocessor, self.postprocessor = make_pre_post_processors(
-            cfg, pretrained_path=str(self.path), preprocessor_overrides=overrides,
-            postprocessor_overrides={"device_processor": {"device": "cpu"}})
+            cfg,
+            pretrained_path=str(self.path),
+            preprocessor_overrides=overrides,
+            postprocessor_overrides={"device_processor": {"device": "cpu"}},
+        )
         self.inpainter = self._inpainter()
 
-        self.image_features = {k: tuple(v.shape) for k, v in cfg.input_features.items()
-                               if k.startswith(IMAGE_PREFIX)}
+        self.image_features = {
+            k: tuple(v.shape) for k, v in cfg.input_features.items() if k.startswith(IMAGE_PREFIX)
+        }
         state = cfg.input_features.get(STATE_KEY)
         self.state_dim = int(state.shape[0]) if state is not None else 0
         self.action_dim = int(cfg.output_features["action"].shape[0])
         self.n_obs_steps = int(getattr(cfg, "n_obs_steps", 1))
         # What predict_action_chunk returns; warm_up() confirms it from a real output.
-        self.horizon = int(cfg.n_action_steps if cfg.type == "diffusion"
-                           else getattr(cfg, "chunk_size", None) or cfg.n_action_steps)
+        self.horizon = int(
+            cfg.n_action_steps
+            if cfg.type == "diffusion"
+            else getattr(cfg, "chunk_size", None) or cfg.n_action_steps
+        )
         self.arms = list(arms)
-        names = cameras or {k[len(IMAGE_PREFIX):]: k for k in self.image_features}
+        names = cameras or {k[len(IMAGE_PREFIX) :]: k for k in self.image_features}
         self.cameras = dict(names)  # bus camera name -> feature key
         unknown = sorted(set(self.cameras.values()) - set(self.image_features))
         if unknown:
-            raise PolicyLoadError(f"camera map names features the checkpoint does not have: "
-                                  f"{unknown} (it has {sorted(self.image_features)})")
+            raise PolicyLoadError(
+                f"camera map names features the checkpoint does not have: "
+                f"{unknown} (it has {sorted(self.image_features)})"
+            )
         missing = sorted(set(self.image_features) - set(self.cameras.values()))
         if missing:
             raise PolicyLoadError(f"no camera mapped to checkpoint features {missing}")
@@ -161,11 +183,17 @@ class PolicyRunner:
     def describe(self) -> dict:
         return {
             "accepts_prefix": self.accepts_prefix,
-            "type": self.type, "device": self.device, "horizon": self.horizon,
-            "action_dim": self.action_dim, "state_dim": self.state_dim, "arms": self.arms,
-            "n_obs_steps": self.n_obs_steps, "scheduler": self.scheduler,
-            "cameras": {name: list(self.image_features[key][1:])
-                        for name, key in self.cameras.items()},
+            "type": self.type,
+            "device": self.device,
+            "horizon": self.horizon,
+            "action_dim": self.action_dim,
+            "state_dim": self.state_dim,
+            "arms": self.arms,
+            "n_obs_steps": self.n_obs_steps,
+            "scheduler": self.scheduler,
+            "cameras": {
+                name: list(self.image_features[key][1:]) for name, key in self.cameras.items()
+            },
             "checkpoint": str(self.path),
         }
 
@@ -177,18 +205,23 @@ class PolicyRunner:
         if image.ndim == 3:
             image = image[None]
         if image.ndim != 4 or image.shape[-1] != 3 or image.dtype != np.uint8:
-            raise ObservationError(f"camera {name!r}: expected uint8 (H, W, 3) or (n, H, W, 3), "
-                                   f"got {image.dtype} {tuple(image.shape)}")
+            raise ObservationError(
+                f"camera {name!r}: expected uint8 (H, W, 3) or (n, H, W, 3), "
+                f"got {image.dtype} {tuple(image.shape)}"
+            )
         if image.shape[1:3] != (h, w):
-            raise ObservationError(f"camera {name!r} is {image.shape[2]}x{image.shape[1]}, the "
-                                   f"checkpoint expects {w}x{h} (width x height)")
+            raise ObservationError(
+                f"camera {name!r} is {image.shape[2]}x{image.shape[1]}, the "
+                f"checkpoint expects {w}x{h} (width x height)"
+            )
         return _pad_history(image, self.n_obs_steps)
 
     def _state(self, states: Mapping[str, np.ndarray]) -> np.ndarray:
         if sorted(states) != sorted(self.arms):
             raise ObservationError(
                 f"arms {sorted(states)} do not match the checkpoint's {self.arms} "
-                f"(action dim {self.action_dim}: wrong task for this checkpoint?)")
+                f"(action dim {self.action_dim}: wrong task for this checkpoint?)"
+            )
         parts = [np.asarray(states[arm], np.float32) for arm in self.arms]
         parts = [p[None] if p.ndim == 1 else p for p in parts]
         n = {p.shape[0] for p in parts}
@@ -196,18 +229,23 @@ class PolicyRunner:
             raise ObservationError(f"arms sent different history lengths {sorted(n)}")
         state = np.concatenate(parts, axis=-1)
         if state.shape[-1] != self.state_dim:
-            raise ObservationError(f"state has {state.shape[-1]} values for arms {self.arms}, "
-                                   f"the checkpoint expects {self.state_dim}")
+            raise ObservationError(
+                f"state has {state.shape[-1]} values for arms {self.arms}, "
+                f"the checkpoint expects {self.state_dim}"
+            )
         if not np.isfinite(state).all():
             raise ObservationError("state contains NaN or inf")
         return _pad_history(state, self.n_obs_steps)
 
-    def check(self, images: Mapping[str, np.ndarray], states: Mapping[str, np.ndarray]
-              ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def check(
+        self, images: Mapping[str, np.ndarray], states: Mapping[str, np.ndarray]
+    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         missing = [name for name in self.cameras if name not in images]
         if missing:
-            raise ObservationError(f"missing camera {missing[0]!r} (checkpoint wants "
-                                   f"{sorted(self.cameras)}, request has {sorted(images)})")
+            raise ObservationError(
+                f"missing camera {missing[0]!r} (checkpoint wants "
+                f"{sorted(self.cameras)}, request has {sorted(images)})"
+            )
         frames = {name: self._frames(name, images[name]) for name in self.cameras}
         return frames, self._state(states)
 
@@ -227,14 +265,21 @@ class PolicyRunner:
         return batch
 
     @torch.inference_mode()
-    def infer(self, images: Mapping[str, np.ndarray], states: Mapping[str, np.ndarray],
-              noise: torch.Tensor | None = None, prefix: Prefix | None = None) -> Chunk:
+    def infer(
+        self,
+        images: Mapping[str, np.ndarray],
+        states: Mapping[str, np.ndarray],
+        noise: torch.Tensor | None = None,
+        prefix: Prefix | None = None,
+    ) -> Chunk:
         """One chunk. With `prefix` (diffusion only), the chunk continues those actions."""
         t0 = time.perf_counter()
         frames, state = self.check(images, states)
         if prefix is not None and self.inpainter is None:
-            raise PrefixError(f"a {self.type} policy cannot take a committed prefix (inpainting "
-                              "is for diffusion policies): use control's --join=blend")
+            raise PrefixError(
+                f"a {self.type} policy cannot take a committed prefix (inpainting "
+                "is for diffusion policies): use control's --join=blend"
+            )
         batch = self.preprocessor(self._batch(frames, state))
         t1 = time.perf_counter()
         if prefix is not None:
@@ -250,8 +295,10 @@ class PolicyRunner:
         out = actions[0].to("cpu", torch.float32).numpy()
         t3 = time.perf_counter()
         if not np.isfinite(out).all():
-            raise ObservationError("the policy produced NaN or inf actions (checkpoint stats "
-                                   "incomplete, or inputs far outside the training data)")
+            raise ObservationError(
+                "the policy produced NaN or inf actions (checkpoint stats "
+                "incomplete, or inputs far outside the training data)"
+            )
         norm = normalized.float()
         return Chunk(
             actions=np.ascontiguousarray(out),
@@ -261,10 +308,13 @@ class PolicyRunner:
 
     def warm_up(self, runs: int = 2) -> float:
         """Run dummy inferences (allocations, lazy init, CPU kernels) and return the last time."""
-        images = {name: np.zeros((*self.image_features[key][1:], 3), np.uint8)
-                  for name, key in self.cameras.items()}
-        states = {arm: np.zeros(self.state_dim // max(1, len(self.arms)), np.float32)
-                  for arm in self.arms}
+        images = {
+            name: np.zeros((*self.image_features[key][1:], 3), np.uint8)
+            for name, key in self.cameras.items()
+        }
+        states = {
+            arm: np.zeros(self.state_dim // max(1, len(self.arms)), np.float32) for arm in self.arms
+        }
         elapsed = 0.0
         for _ in range(runs):
             t = time.perf_counter()
@@ -303,8 +353,15 @@ def native_conv1d_unet(policy: torch.nn.Module) -> bool:
     return True
 
 
-def save_random_checkpoint(path: str | Path, policy_type: str, cameras: Mapping[str, tuple],
-                           state_dim: int, action_dim: int, seed: int = 0, **config) -> Path:
+def save_random_checkpoint(
+    path: str | Path,
+    policy_type: str,
+    cameras: Mapping[str, tuple],
+    state_dim: int,
+    action_dim: int,
+    seed: int = 0,
+    **config,
+) -> Path:
     """Write a lerobot `pretrained_model` folder with random weights and neutral statistics.
 
     For tests and benchmarks: the real architecture and lerobot's own files (config, weights,
@@ -317,22 +374,38 @@ def save_random_checkpoint(path: str | Path, policy_type: str, cameras: Mapping[
     )
 
     torch.manual_seed(seed)
-    inputs = {f"{IMAGE_PREFIX}{name}": PolicyFeature(FeatureType.VISUAL, (3, h, w))
-              for name, (h, w) in cameras.items()}
+    inputs = {
+        f"{IMAGE_PREFIX}{name}": PolicyFeature(FeatureType.VISUAL, (3, h, w))
+        for name, (h, w) in cameras.items()
+    }
     inputs[STATE_KEY] = PolicyFeature(FeatureType.STATE, (state_dim,))
     outputs = {"action": PolicyFeature(FeatureType.ACTION, (action_dim,))}
-    cfg = make_policy_config(policy_type, input_features=inputs, output_features=outputs,
-                             device="cpu", pretrained_backbone_weights=None, **config)
+    cfg = make_policy_config(
+        policy_type,
+        input_features=inputs,
+        output_features=outputs,
+        device="cpu",
+        pretrained_backbone_weights=None,
+        **config,
+    )
     policy = get_policy_class(policy_type)(cfg)
 
     def vector(n: int, lo: float, hi: float) -> dict[str, torch.Tensor]:
-        return {"min": torch.full((n,), lo), "max": torch.full((n,), hi),
-                "mean": torch.zeros(n), "std": torch.ones(n)}
+        return {
+            "min": torch.full((n,), lo),
+            "max": torch.full((n,), hi),
+            "mean": torch.zeros(n),
+            "std": torch.ones(n),
+        }
 
     stats = {STATE_KEY: vector(state_dim, -180, 180), "action": vector(action_dim, -180, 180)}
     for key in (k for k in inputs if k.startswith(IMAGE_PREFIX)):
-        stats[key] = {"mean": torch.full((3, 1, 1), 0.5), "std": torch.full((3, 1, 1), 0.25),
-                      "min": torch.zeros(3, 1, 1), "max": torch.ones(3, 1, 1)}
+        stats[key] = {
+            "mean": torch.full((3, 1, 1), 0.5),
+            "std": torch.full((3, 1, 1), 0.25),
+            "min": torch.zeros(3, 1, 1),
+            "max": torch.ones(3, 1, 1),
+        }
     pre, post = make_pre_post_processors(cfg, dataset_stats=stats)
     out = Path(path)
     policy.save_pretrained(out)

@@ -60,7 +60,7 @@ def split_arms(names: Sequence[str]) -> dict[str, list[int]]:
 def _joint_label(name: str) -> str:
     for p in ARM_PREFIXES:
         if name.startswith(p):
-            return name[len(p):]
+            return name[len(p) :]
     return name
 
 
@@ -87,26 +87,36 @@ def _check_folder(root: Path) -> None:
     """Reject what lerobot would otherwise 'repair' by going to the Hub."""
     if not root.is_dir():
         what = "is not a folder" if root.exists() else "does not exist"
-        raise ReplayError(f"dataset folder {root} {what}: pass the path of a local "
-                          "LeRobotDataset v3 folder (the one holding meta/info.json)")
+        raise ReplayError(
+            f"dataset folder {root} {what}: pass the path of a local "
+            "LeRobotDataset v3 folder (the one holding meta/info.json)"
+        )
     info_path = root / "meta" / "info.json"
     try:
         info = json.loads(info_path.read_text())
         version = str(info["codebase_version"])
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise ReplayError(f"{root} is not a LeRobotDataset: {info_path} is missing or "
-                          f"unreadable ({type(e).__name__}); point replay at a LeRobotDataset "
-                          "v3 folder") from e
+        raise ReplayError(
+            f"{root} is not a LeRobotDataset: {info_path} is missing or "
+            f"unreadable ({type(e).__name__}); point replay at a LeRobotDataset "
+            "v3 folder"
+        ) from e
     if not version.startswith("v3"):
-        raise ReplayError(f"{root} is a LeRobotDataset {version}, replay needs v3.x: convert it "
-                          "with lerobot's convert_dataset_v21_to_v30 script")
+        raise ReplayError(
+            f"{root} is a LeRobotDataset {version}, replay needs v3.x: convert it "
+            "with lerobot's convert_dataset_v21_to_v30 script"
+        )
     for sub in ("meta/episodes", "data"):
         if not any((root / sub).glob("*/*.parquet")):
-            raise ReplayError(f"{root} is an incomplete LeRobotDataset: no {sub}/*/*.parquet "
-                              "(was the recording finalized?); re-record or copy the folder whole")
+            raise ReplayError(
+                f"{root} is an incomplete LeRobotDataset: no {sub}/*/*.parquet "
+                "(was the recording finalized?); re-record or copy the folder whole"
+            )
     if not (root / "meta" / "tasks.parquet").is_file():
-        raise ReplayError(f"{root} is an incomplete LeRobotDataset: meta/tasks.parquet is "
-                          "missing; re-record or copy the folder whole")
+        raise ReplayError(
+            f"{root} is an incomplete LeRobotDataset: meta/tasks.parquet is "
+            "missing; re-record or copy the folder whole"
+        )
 
 
 def _check_files(root: Path, repo_id: str) -> None:
@@ -121,8 +131,10 @@ def _check_files(root: Path, repo_id: str) -> None:
     missing = sorted(str(p) for p in needed if not (root / p).is_file())
     if missing:
         more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
-        raise ReplayError(f"{root} is an incomplete LeRobotDataset: {missing[0]}{more} missing; "
-                          "copy the dataset folder whole")
+        raise ReplayError(
+            f"{root} is an incomplete LeRobotDataset: {missing[0]}{more} missing; "
+            "copy the dataset folder whole"
+        )
 
 
 class _Prefetcher:
@@ -189,8 +201,10 @@ def _decode_video(path: Path, from_ts: float, n: int, fps: int) -> Iterator[np.n
     try:
         yield from _decode_frames(path, from_ts, n, fps)
     except av.FFmpegError as e:
-        raise ReplayError(f"{path} cannot be decoded ({e}): the video is damaged; "
-                          "re-copy or re-record the dataset") from e
+        raise ReplayError(
+            f"{path} cannot be decoded ({e}): the video is damaged; "
+            "re-copy or re-record the dataset"
+        ) from e
 
 
 def _decode_frames(path: Path, from_ts: float, n: int, fps: int) -> Iterator[np.ndarray]:
@@ -200,8 +214,12 @@ def _decode_frames(path: Path, from_ts: float, n: int, fps: int) -> Iterator[np.
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"  # FFmpeg frame threads: decoding overlaps the consumer
         # Keyframe at or before the episode start; frames before it are decoded and skipped.
-        container.seek(max(0, int(from_ts / stream.time_base) - 1), stream=stream,
-                       backward=True, any_frame=False)
+        container.seek(
+            max(0, int(from_ts / stream.time_base) - 1),
+            stream=stream,
+            backward=True,
+            any_frame=False,
+        )
         for frame in container.decode(stream):
             if frame.time is None:
                 continue
@@ -221,8 +239,11 @@ def _decode_frames(path: Path, from_ts: float, n: int, fps: int) -> Iterator[np.
     if held:
         log.warning("%s: %d frames missing inside the episode; held the previous ones", path, held)
     if produced < n:
-        log.warning("%s: video ends %d frames short of the episode; holding the last frame",
-                    path, n - produced)
+        log.warning(
+            "%s: video ends %d frames short of the episode; holding the last frame",
+            path,
+            n - produced,
+        )
         if last is None:
             raise ReplayError(f"{path} has no frames for this episode: the video is damaged")
         for _ in range(n - produced):
@@ -232,8 +253,7 @@ def _decode_frames(path: Path, from_ts: float, n: int, fps: int) -> Iterator[np.
 class DatasetReplay:
     """Episodes of a local LeRobotDataset v3, step by step, decoded ahead in a thread."""
 
-    def __init__(self, root: str | Path, episodes: Sequence[int] | None = None,
-                 prefetch: int = 64):
+    def __init__(self, root: str | Path, episodes: Sequence[int] | None = None, prefetch: int = 64):
         self.root = Path(root).expanduser().resolve()
         _check_folder(self.root)
         repo_id = f"local/{self.root.name}"  # never used to reach the Hub: all files are local
@@ -248,8 +268,10 @@ class DatasetReplay:
             raise
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            raise ReplayError(f"{self.root} could not be read as a LeRobotDataset v3 "
-                              f"({type(e).__name__}: {first}); check the folder is complete") from e
+            raise ReplayError(
+                f"{self.root} could not be read as a LeRobotDataset v3 "
+                f"({type(e).__name__}: {first}); check the folder is complete"
+            ) from e
         meta = self._ds.meta
         self.fps = int(meta.fps)
         self._prefetch = prefetch
@@ -258,15 +280,18 @@ class DatasetReplay:
 
         self._camera_keys = [k for k in meta.camera_keys if k not in meta.depth_keys]
         if not self._camera_keys:
-            raise ReplayError(f"{self.root} has no camera feature ({IMAGES_PREFIX}*): "
-                              "replay needs a dataset recorded with at least one camera")
+            raise ReplayError(
+                f"{self.root} has no camera feature ({IMAGES_PREFIX}*): "
+                "replay needs a dataset recorded with at least one camera"
+            )
         self.cameras: dict[str, tuple[int, int]] = {
             self._short(k): _image_hw(meta.features[k]) for k in self._camera_keys
         }
 
         if "observation.state" not in meta.features:
-            raise ReplayError(f"{self.root} has no observation.state feature: "
-                              "replay needs recorded joint states")
+            raise ReplayError(
+                f"{self.root} has no observation.state feature: replay needs recorded joint states"
+            )
         state_names = _feature_names(meta.features["observation.state"])
         self._state_split = split_arms(state_names)
         self.arms: dict[str, list[str]] = {
@@ -274,8 +299,9 @@ class DatasetReplay:
             for arm, idx in self._state_split.items()
         }
         self._has_action = "action" in meta.features
-        self._action_split = (split_arms(_feature_names(meta.features["action"]))
-                              if self._has_action else {})
+        self._action_split = (
+            split_arms(_feature_names(meta.features["action"])) if self._has_action else {}
+        )
 
         total = int(meta.total_episodes)
         wanted = list(range(total)) if episodes is None else [int(e) for e in episodes]
@@ -293,8 +319,9 @@ class DatasetReplay:
     def _check_episode(self, ep: int, total: int | None = None) -> None:
         total = int(self._ds.meta.total_episodes) if total is None else total
         if not 0 <= ep < total:
-            raise ReplayError(f"episode {ep} is out of range: {self.root.name} has episodes "
-                              f"0..{total - 1}")
+            raise ReplayError(
+                f"episode {ep} is out of range: {self.root.name} has episodes 0..{total - 1}"
+            )
 
     def _load_columns(self) -> None:
         """Joint columns of the whole dataset, once: a few thousand rows of a few floats."""
@@ -325,8 +352,9 @@ class DatasetReplay:
     def _check_selected(self, episode: int) -> None:
         self._check_episode(episode)
         if episode not in self._rows:
-            raise ReplayError(f"episode {episode} was not selected: this replay holds episodes "
-                              f"{self.episodes}")
+            raise ReplayError(
+                f"episode {episode} was not selected: this replay holds episodes {self.episodes}"
+            )
 
     @staticmethod
     def _split(row: np.ndarray, split: dict[str, list[int]]) -> dict[str, np.ndarray]:
@@ -378,8 +406,11 @@ class DatasetReplay:
                     timestamp=float(self._ts[row]) - t0,
                     images=images,
                     states=self._split(self._state[row], self._state_split),
-                    actions=({} if self._action is None
-                             else self._split(self._action[row], self._action_split)),
+                    actions=(
+                        {}
+                        if self._action is None
+                        else self._split(self._action[row], self._action_split)
+                    ),
                 )
         finally:
             frames.close()

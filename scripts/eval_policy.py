@@ -30,8 +30,9 @@ from workers.tasks import get_task  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--task", required=True)
     parser.add_argument("--checkpoint", default="")
     parser.add_argument("--stride", type=int, default=4)
@@ -60,8 +61,8 @@ def main() -> None:
         for step in replay.steps(ep):
             if step.index % args.stride:
                 continue
-            future = recorded[step.index:step.index + runner.horizon]
-            chunk = runner.infer(step.images, step.states).actions[:len(future)]
+            future = recorded[step.index : step.index + runner.horizon]
+            chunk = runner.infer(step.images, step.states).actions[: len(future)]
             state = np.concatenate([step.states[a] for a in arms])
             inferences += 1
             err["policy"].append(chunk - future)
@@ -71,19 +72,29 @@ def main() -> None:
     rows = {}
     for name, parts in err.items():
         e = np.concatenate(parts)
-        rows[name] = {"mae": float(np.abs(e).mean()), "rmse": float(np.sqrt((e ** 2).mean())),
-                      "mae_per_joint": np.abs(e).mean(axis=0).round(3).tolist()}
-    print(f"task {task.name}: {checkpoint}\nheld-out episodes {held_out}, {inferences} chunks "
-          f"({(time.perf_counter() - t0) / max(1, inferences):.2f} s each), "
-          f"chunk horizon {runner.horizon}, error in degrees (gripper 0-100)")
+        rows[name] = {
+            "mae": float(np.abs(e).mean()),
+            "rmse": float(np.sqrt((e**2).mean())),
+            "mae_per_joint": np.abs(e).mean(axis=0).round(3).tolist(),
+        }
+    print(
+        f"task {task.name}: {checkpoint}\nheld-out episodes {held_out}, {inferences} chunks "
+        f"({(time.perf_counter() - t0) / max(1, inferences):.2f} s each), "
+        f"chunk horizon {runner.horizon}, error in degrees (gripper 0-100)"
+    )
     print(f"{'predictor':<14}{'MAE':>9}{'RMSE':>9}")
     for name, r in rows.items():
         print(f"{name:<14}{r['mae']:9.3f}{r['rmse']:9.3f}")
-    result = {"task": task.name, "held_out_episodes": held_out, "chunks": inferences,
-              "policy_mae": rows["policy"]["mae"], "mean_action_mae": rows["mean action"]["mae"],
-              "hold_state_mae": rows["hold state"]["mae"],
-              "policy_over_mean_mae": rows["policy"]["mae"] / rows["mean action"]["mae"],
-              "per_joint": {k: v["mae_per_joint"] for k, v in rows.items()}}
+    result = {
+        "task": task.name,
+        "held_out_episodes": held_out,
+        "chunks": inferences,
+        "policy_mae": rows["policy"]["mae"],
+        "mean_action_mae": rows["mean action"]["mae"],
+        "hold_state_mae": rows["hold state"]["mae"],
+        "policy_over_mean_mae": rows["policy"]["mae"] / rows["mean action"]["mae"],
+        "per_joint": {k: v["mae_per_joint"] for k, v in rows.items()},
+    }
     (checkpoint.parent / "EVAL.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result))
 

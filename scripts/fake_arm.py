@@ -83,11 +83,23 @@ class Arm:
         lat0 = np.array([-h[1], h[0], 0.0])  # horizontal, perpendicular to the arm plane
         # Rodrigues rotation of lat0 about the gripper axis by wrist_roll.
         r = np.radians(roll)
-        lateral = (lat0 * np.cos(r) + np.cross(axis, lat0) * np.sin(r)
-                   + axis * np.dot(axis, lat0) * (1 - np.cos(r)))
+        lateral = (
+            lat0 * np.cos(r)
+            + np.cross(axis, lat0) * np.sin(r)
+            + axis * np.dot(axis, lat0) * (1 - np.cos(r))
+        )
         width = GRIP_MIN_W + (GRIP_MAX_W - GRIP_MIN_W) * np.clip(grip, 0, 100) / 100.0
-        return ArmPose(base, world(p_sh), world(p_el), world(p_wr), world(p_tip), axis, lateral,
-                       np.cross(axis, lateral), float(width))
+        return ArmPose(
+            base,
+            world(p_sh),
+            world(p_el),
+            world(p_wr),
+            world(p_tip),
+            axis,
+            lateral,
+            np.cross(axis, lateral),
+            float(width),
+        )
 
     def ik(self, target: np.ndarray, pitch_deg: float = 90.0) -> np.ndarray | None:
         """Joints (pan, lift, elbow, wrist_flex) putting the fingertips at `target`.
@@ -131,8 +143,13 @@ class Arm:
             Segment(p.shoulder, p.elbow, 0.018, self.color),
             Segment(p.elbow, p.wrist, 0.015, self.color),
             Segment(p.wrist, palm, 0.016, dark, hand_tag),
-            Segment(palm - half - 0.012 * p.lateral, palm + half + 0.012 * p.lateral, 0.008, dark,
-                    hand_tag),
+            Segment(
+                palm - half - 0.012 * p.lateral,
+                palm + half + 0.012 * p.lateral,
+                0.008,
+                dark,
+                hand_tag,
+            ),
             Segment(palm + half, p.tip + half, 0.006, (40, 40, 44)),
             Segment(palm - half, p.tip - half, 0.006, (40, 40, 44)),
         ]

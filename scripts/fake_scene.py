@@ -122,8 +122,15 @@ def _draw_segment(img: np.ndarray, cam: Camera, seg: Segment) -> None:
     z = float(pc[:, 2].mean())
     thickness = int(np.clip(2 * seg.radius * cam.focal / z, 1, 200))
     p0, p1 = _to_px(uv)
-    cv2.line(img, tuple(int(v) for v in p0), tuple(int(v) for v in p1), seg.color, thickness,
-             cv2.LINE_AA, _SHIFT)
+    cv2.line(
+        img,
+        tuple(int(v) for v in p0),
+        tuple(int(v) for v in p1),
+        seg.color,
+        thickness,
+        cv2.LINE_AA,
+        _SHIFT,
+    )
 
 
 def _depth(cam: Camera, item: Polygon | Segment) -> float:
@@ -177,6 +184,8 @@ def box_faces(
 
 def disc(center: np.ndarray, radius: float, color: Color, n: int = 12) -> Polygon:
     a = np.linspace(0, 2 * np.pi, n, endpoint=False)
-    pts = np.stack([center[0] + radius * np.cos(a), center[1] + radius * np.sin(a),
-                    np.full(n, center[2])], axis=1)
+    pts = np.stack(
+        [center[0] + radius * np.cos(a), center[1] + radius * np.sin(a), np.full(n, center[2])],
+        axis=1,
+    )
     return Polygon(pts, color)

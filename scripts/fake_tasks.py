@@ -103,8 +103,9 @@ class Episode(NamedTuple):
 # ---------------------------------------------------------------- planning
 
 
-def _pose(arm: Arm, target: np.ndarray, yaw: float, grip: float, pitch: float = 90.0
-          ) -> np.ndarray | None:
+def _pose(
+    arm: Arm, target: np.ndarray, yaw: float, grip: float, pitch: float = 90.0
+) -> np.ndarray | None:
     q = arm.ik(target, pitch)
     if q is None:
         return None
@@ -121,8 +122,9 @@ def _sample_cubes(rng: np.random.Generator, n: int, colors: list, region: tuple)
     return cubes
 
 
-def _pick_place(arm: Arm, cube: Cube, place_xy: np.ndarray, place_z: float, times: list[int]
-                ) -> list[tuple[int, np.ndarray]] | None:
+def _pick_place(
+    arm: Arm, cube: Cube, place_xy: np.ndarray, place_z: float, times: list[int]
+) -> list[tuple[int, np.ndarray]] | None:
     """Keyframes: above cube, at cube, closed, lifted, above place, lowered, open, retreat."""
     c3 = np.array([*cube.xy, cube.z])
     p3 = np.array([*place_xy, place_z])
@@ -263,8 +265,10 @@ def simulate(plan: Plan, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarr
             q[t] = _quantize(nxt)
         states.append(q)
         actions.append(cmd)
-    return (np.concatenate(states, axis=1).astype(np.float32),
-            np.concatenate(actions, axis=1).astype(np.float32))
+    return (
+        np.concatenate(states, axis=1).astype(np.float32),
+        np.concatenate(actions, axis=1).astype(np.float32),
+    )
 
 
 def cube_track(plan: Plan, states: np.ndarray) -> list[list[tuple[np.ndarray, float]]]:
@@ -296,8 +300,9 @@ def cube_track(plan: Plan, states: np.ndarray) -> list[list[tuple[np.ndarray, fl
 
 def _table() -> list[Polygon]:
     top = np.array([[-0.55, -0.20, 0], [0.55, -0.20, 0], [0.55, 0.50, 0], [-0.55, 0.50, 0]])
-    edge = np.array([[-0.55, -0.20, 0], [0.55, -0.20, 0], [0.55, -0.20, -0.04],
-                     [-0.55, -0.20, -0.04]])
+    edge = np.array(
+        [[-0.55, -0.20, 0], [0.55, -0.20, 0], [0.55, -0.20, -0.04], [-0.55, -0.20, -0.04]]
+    )
     return [Polygon(edge, shade(TABLE, 0.7)), Polygon(top, TABLE)]
 
 
@@ -305,21 +310,22 @@ def _scene(plan: Plan, q: np.ndarray, cubes: list[tuple[np.ndarray, float]]) -> 
     scene = Scene(ground=_table())
     square = np.array([(-1, -1), (1, -1), (1, 1), (-1, 1)], float)
     for xy, color in plan.bins:  # a dark rim around the coloured floor of the bin
-        scene.ground.append(Polygon(np.c_[xy + 0.05 * square, np.full(4, 0.0005)],
-                                    shade(color, 0.45)))
-        scene.ground.append(Polygon(np.c_[xy + 0.04 * square, np.full(4, 0.001)],
-                                    shade(color, 0.9)))
+        scene.ground.append(
+            Polygon(np.c_[xy + 0.05 * square, np.full(4, 0.0005)], shade(color, 0.45))
+        )
+        scene.ground.append(
+            Polygon(np.c_[xy + 0.04 * square, np.full(4, 0.001)], shade(color, 0.9))
+        )
     arms = arms_for(plan.task)
     for i, (prefix, arm) in enumerate(arms.items()):
-        qa = q[6 * i: 6 * i + 6]
+        qa = q[6 * i : 6 * i + 6]
         # A soft shadow under the gripper gives the front view a height cue.
         tip = arm.fk(qa).tip
         scene.ground.append(disc(np.array([tip[0], tip[1], 0.0012]), 0.018, shade(TABLE, 0.78)))
         scene.items.extend(arm.items(qa, hand_tag=f"{prefix}hand"))
     for (pos, yaw), cube in zip(cubes, plan.cubes, strict=True):
         if pos[2] > CUBE:
-            scene.ground.append(disc(np.array([pos[0], pos[1], 0.0012]), 0.022,
-                                     shade(TABLE, 0.75)))
+            scene.ground.append(disc(np.array([pos[0], pos[1], 0.0012]), 0.022, shade(TABLE, 0.75)))
         scene.items.extend(box_faces(pos, (CUBE, CUBE, CUBE), yaw, cube.color))
     return scene
 
@@ -339,7 +345,7 @@ def render_frames(plan: Plan, states: np.ndarray) -> Iterator[dict[str, np.ndarr
         frames = {"front": render(scene, FRONT_CAMS[plan.task])}
         if len(arms) == 2:
             for name, i in (("left_wrist", 0), ("right_wrist", 1)):
-                cam = wrist_camera(arms[i], states[t, 6 * i: 6 * i + 6].astype(np.float64))
+                cam = wrist_camera(arms[i], states[t, 6 * i : 6 * i + 6].astype(np.float64))
                 frames[name] = render(scene, cam, hide=f"{name.split('_')[0]}_hand")
         yield frames
 

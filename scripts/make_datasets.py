@@ -66,8 +66,9 @@ def _is_replaceable(path: Path) -> bool:
     return path.is_dir() and (not any(path.iterdir()) or (path / "meta" / "info.json").is_file())
 
 
-def write_dataset(task: str, root: Path, episodes: int, seed: int, overwrite: bool = False
-                  ) -> float:
+def write_dataset(
+    task: str, root: Path, episodes: int, seed: int, overwrite: bool = False
+) -> float:
     """Generate `episodes` episodes of `task` into `root`; returns the seconds it took."""
     import datasets
     from lerobot.configs.video import RGBEncoderConfig
@@ -112,8 +113,11 @@ def write_dataset(task: str, root: Path, episodes: int, seed: int, overwrite: bo
                 frame.update({f"observation.images.{c}": images[c] for c in cams})
                 ds.add_frame(frame)
             ds.save_episode()
-            print(f"[{task}] episode {ep + 1}/{episodes}: {len(states)} frames, "
-                  f"{time.perf_counter() - t0:.1f} s", flush=True)
+            print(
+                f"[{task}] episode {ep + 1}/{episodes}: {len(states)} frames, "
+                f"{time.perf_counter() - t0:.1f} s",
+                flush=True,
+            )
         ds.finalize()
         _check_videos(partial, task, episodes)
     except BaseException:
@@ -137,8 +141,10 @@ def _check_videos(root: Path, task: str, episodes: int) -> None:
             key = f"videos/observation.images.{cam}"
             duration = row[f"{key}/to_timestamp"] - row[f"{key}/from_timestamp"]
             if abs(duration * FPS - row["length"]) > 0.5:
-                raise RuntimeError(f"episode {row['episode_index']} {cam}: video holds "
-                                   f"{duration * FPS:.1f} frames, data {row['length']}")
+                raise RuntimeError(
+                    f"episode {row['episode_index']} {cam}: video holds "
+                    f"{duration * FPS:.1f} frames, data {row['length']}"
+                )
 
 
 def _du_mb(path: Path) -> float:
@@ -147,8 +153,12 @@ def _du_mb(path: Path) -> float:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--only", choices=sorted(TASK_IDS), action="append",
-                   help="generate only this task (repeatable); default: all three")
+    p.add_argument(
+        "--only",
+        choices=sorted(TASK_IDS),
+        action="append",
+        help="generate only this task (repeatable); default: all three",
+    )
     p.add_argument("--out", type=Path, default=Path("datasets"))
     p.add_argument("--episodes", type=int, default=DEFAULT_EPISODES)
     p.add_argument("--seed", type=int, default=DEFAULT_SEED)

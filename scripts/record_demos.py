@@ -29,42 +29,78 @@ from workers.tasks import get_task  # noqa: E402
 DEMOS_FILE = "so101_demos.json"
 
 
-def record(task: str, episodes: int, seed: int, out: Path, camera: list[int],
-           wrist: list[int], episode_s: float) -> list[dict]:
+def record(
+    task: str,
+    episodes: int,
+    seed: int,
+    out: Path,
+    camera: list[int],
+    wrist: list[int],
+    episode_s: float,
+) -> list[dict]:
     rows: dict[int, dict] = {}  # bus episode -> what we know of it
     saved = 0
     with Launch(out.parent / f"{out.name}-logs") as launch:
         launch.start_hub()
-        sub = Subscriber(launch.bus, [topics.event("sim"), topics.event("recorder")],
-                         mode="every")
+        sub = Subscriber(launch.bus, [topics.event("sim"), topics.event("recorder")], mode="every")
         try:
-            launch.start("sim", "workers.sim", f"--task={task}",
-                         f"--camera_size=[{camera[0]},{camera[1]}]",
-                         f"--wrist_size=[{wrist[0]},{wrist[1]}]")
+            launch.start(
+                "sim",
+                "workers.sim",
+                f"--task={task}",
+                f"--camera_size=[{camera[0]},{camera[1]}]",
+                f"--wrist_size=[{wrist[0]},{wrist[1]}]",
+            )
             launch.start("expert", "workers.expert_policy", f"--task={task}")
-            launch.start("recorder", "workers.recorder", f"--task={task}", f"--root={out}",
-                         "--sources=[control]")
-            for name, text in (("sim", "ready: sim"), ("expert", "ready: scripted expert"),
-                               ("recorder", "ready: recording")):
+            launch.start(
+                "recorder",
+                "workers.recorder",
+                f"--task={task}",
+                f"--root={out}",
+                "--sources=[control]",
+            )
+            for name, text in (
+                ("sim", "ready: sim"),
+                ("expert", "ready: scripted expert"),
+                ("recorder", "ready: recording"),
+            ):
                 launch.wait_for(name, text)
-            control = launch.start("control", "workers.control", f"--task={task}",
-                                   f"--episodes={episodes}", f"--seed={seed}",
-                                   f"--episode_s={episode_s}", "--wait_for_listeners=10")
+            control = launch.start(
+                "control",
+                "workers.control",
+                f"--task={task}",
+                f"--episodes={episodes}",
+                f"--seed={seed}",
+                f"--episode_s={episode_s}",
+                "--wait_for_listeners=10",
+            )
             started = time.monotonic()
             while saved < episodes:
                 msg = sub.recv(1.0)
                 if msg is None:
-                    if control.poll() is not None and time.monotonic() - started > 60 and \
-                            not _pending(rows):
+                    if (
+                        control.poll() is not None
+                        and time.monotonic() - started > 60
+                        and not _pending(rows)
+                    ):
                         break  # control is done and nothing is left to save
                     continue
                 data = msg.data
                 if msg.topic == topics.event("sim") and data.get("phase") == "outcome":
                     rows.setdefault(data["episode"], {}).update(
-                        bus_episode=data["episode"], seed=data["seed"],
-                        success=data["success"], reason=data["reason"], time_s=data["time_s"])
+                        bus_episode=data["episode"],
+                        seed=data["seed"],
+                        success=data["success"],
+                        reason=data["reason"],
+                        time_s=data["time_s"],
+                    )
                 elif msg.topic == topics.event("recorder") and data.get("state") in (
-                        "saved", "discarded", "refused", "error", "truncated"):
+                    "saved",
+                    "discarded",
+                    "refused",
+                    "error",
+                    "truncated",
+                ):
                     row = rows.setdefault(data.get("bus_episode"), {})
                     row["recorder"] = data["state"]
                     if data["state"] == "saved":
@@ -87,14 +123,18 @@ def _progress(row: dict, saved: int, total: int, started: float) -> None:
     eta = elapsed / max(saved, 1) * (total - saved)
     verdict = ("SUCCESS" if row.get("success") else "FAILURE") if "success" in row else "?"
     where = f" as dataset episode {row['dataset_episode']}" if "dataset_episode" in row else ""
-    print(f"episode {row.get('bus_episode')} (seed {row.get('seed')}): {verdict} in "
-          f"{row.get('time_s', float('nan')):.1f} s, recorder: {row['recorder']}{where}; "
-          f"{saved}/{total} saved, {elapsed:.0f} s elapsed, about {eta:.0f} s to go", flush=True)
+    print(
+        f"episode {row.get('bus_episode')} (seed {row.get('seed')}): {verdict} in "
+        f"{row.get('time_s', float('nan')):.1f} s, recorder: {row['recorder']}{where}; "
+        f"{saved}/{total} saved, {elapsed:.0f} s elapsed, about {eta:.0f} s to go",
+        flush=True,
+    )
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--task", required=True)
     parser.add_argument("--episodes", type=int, default=100)
     parser.add_argument("--seed", type=int, default=0)
@@ -112,21 +152,33 @@ def main() -> None:
     out = (args.out or REPO / "recordings" / "sim" / args.task).resolve()
     t0 = time.time()
     try:
-        rows = record(args.task, args.episodes, args.seed, out, args.camera_size,
-                      args.wrist_size or args.camera_size, args.episode_s)
+        rows = record(
+            args.task,
+            args.episodes,
+            args.seed,
+            out,
+            args.camera_size,
+            args.wrist_size or args.camera_size,
+            args.episode_s,
+        )
     except LaunchError as exc:
         raise SystemExit(f"record_demos: {exc}") from None
     demos = out / "meta" / DEMOS_FILE
     known = json.loads(demos.read_text()) if demos.exists() else []
     demos.parent.mkdir(parents=True, exist_ok=True)
-    demos.write_text(json.dumps(known + sorted(rows, key=lambda r: r["dataset_episode"]),
-                                indent=1) + "\n")
+    demos.write_text(
+        json.dumps(known + sorted(rows, key=lambda r: r["dataset_episode"]), indent=1) + "\n"
+    )
     ok = sum(1 for r in rows if r.get("success"))
-    print(f"{len(rows)} episodes saved to {out} ({ok} successes) in {time.time() - t0:.0f} s; "
-          f"list in {demos}")
+    print(
+        f"{len(rows)} episodes saved to {out} ({ok} successes) in {time.time() - t0:.0f} s; "
+        f"list in {demos}"
+    )
     if len(rows) < args.episodes:
-        raise SystemExit(f"record_demos: only {len(rows)} of {args.episodes} episodes saved; "
-                         f"see the logs in {out.parent / (out.name + '-logs')}")
+        raise SystemExit(
+            f"record_demos: only {len(rows)} of {args.episodes} episodes saved; "
+            f"see the logs in {out.parent / (out.name + '-logs')}"
+        )
 
 
 if __name__ == "__main__":

@@ -8,4 +8,5 @@ bash scripts/install_render.sh
 # The two-host test builds network namespaces and a veth pair with `ip` (needs root).
 bash scripts/apt_install.sh "ip for the two-host test" iproute2
 "${UV[@]}" run --frozen ruff check .
+"${UV[@]}" run --frozen ruff format --check .
 exec "${UV[@]}" run --frozen pytest "$@"

@@ -46,8 +46,15 @@ def training_episodes(dataset: Path) -> tuple[list[int], int]:
     return list(range(episodes(dataset) - HELD_OUT)), HELD_OUT
 
 
-def lerobot_train_args(task: str, dataset: Path, train_eps: list[int], steps: int,
-                       batch_size: int, out: Path, device: str) -> list[str]:
+def lerobot_train_args(
+    task: str,
+    dataset: Path,
+    train_eps: list[int],
+    steps: int,
+    batch_size: int,
+    out: Path,
+    device: str,
+) -> list[str]:
     return [
         f"--dataset.repo_id=local/{task}",
         f"--dataset.root={dataset}",
@@ -78,8 +85,9 @@ def lerobot_train_args(task: str, dataset: Path, train_eps: list[int], steps: in
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--task", required=True)
     parser.add_argument("--steps", type=int, default=2000)
     parser.add_argument("--batch-size", type=int, default=16)
@@ -87,8 +95,11 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="checkpoints/<name>; default <task>_real")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--out", default=str(REPO / "outputs" / "train"))
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the last run in --out up to --steps (same settings)")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the last run in --out up to --steps (same settings)",
+    )
     args = parser.parse_args()
     dataset = (args.dataset or get_task(args.task).dataset).resolve()
     name = args.name or f"{args.task}_real"
@@ -108,8 +119,12 @@ def main() -> None:
     else:
         if out.exists():
             shutil.rmtree(out)  # lerobot-train refuses an existing output dir without --resume
-        cmd = [train, *lerobot_train_args(args.task, dataset, train_eps, args.steps,
-                                          args.batch_size, out, args.device)]
+        cmd = [
+            train,
+            *lerobot_train_args(
+                args.task, dataset, train_eps, args.steps, args.batch_size, out, args.device
+            ),
+        ]
     print("+", " ".join(cmd), flush=True)
     t0 = time.time()
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
@@ -127,13 +142,25 @@ def main() -> None:
         earlier = json.loads(record.read_text())
         wall += earlier.get("wall_time_s", 0)
         command = f"{earlier.get('command', '?')} && {command}"
-    record.write_text(json.dumps({
-        "task": args.task, "dataset": str(dataset.relative_to(REPO)
-                                          if dataset.is_relative_to(REPO) else dataset),
-        "episodes": len(train_eps), "steps": args.steps, "batch_size": args.batch_size,
-        "device": args.device, "held_out_episodes": held_out, "wall_time_s": wall,
-        "command": command,
-    }, indent=2) + "\n")
+    record.write_text(
+        json.dumps(
+            {
+                "task": args.task,
+                "dataset": str(
+                    dataset.relative_to(REPO) if dataset.is_relative_to(REPO) else dataset
+                ),
+                "episodes": len(train_eps),
+                "steps": args.steps,
+                "batch_size": args.batch_size,
+                "device": args.device,
+                "held_out_episodes": held_out,
+                "wall_time_s": wall,
+                "command": command,
+            },
+            indent=2,
+        )
+        + "\n"
+    )
     print(f"checkpoint in {dst} after {time.time() - t0:.0f} s")
 
 

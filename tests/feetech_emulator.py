@@ -133,8 +133,9 @@ class Servo:
         addr, size = REGISTERS["Torque_Enable"]
         if self.mem[addr]:
             goal_addr, _ = REGISTERS["Goal_Position"]
-            goal = _decode("Goal_Position", int.from_bytes(self.mem[goal_addr : goal_addr + 2],
-                                                           "little"))
+            goal = _decode(
+                "Goal_Position", int.from_bytes(self.mem[goal_addr : goal_addr + 2], "little")
+            )
             lo, hi = self.get_raw("Min_Position_Limit"), self.get_raw("Max_Position_Limit")
             goal = min(max(goal, lo), hi)  # the servo itself never drives past its limits
             step = self.speed * dt
@@ -342,8 +343,9 @@ class FeetechEmulator:
                     written[servo.id] = int.from_bytes(data, "little")
             self.counters["sync_writes"] += 1
             if addr == REGISTERS["Goal_Position"][0]:
-                self.goal_writes.append((t, {i: _decode("Goal_Position", v)
-                                             for i, v in written.items()}))
+                self.goal_writes.append(
+                    (t, {i: _decode("Goal_Position", v) for i, v in written.items()})
+                )
             return []
         if inst == SYNC_READ and len(params) >= 2:
             addr, size = params[0], params[1]
@@ -397,7 +399,8 @@ class EmulatorProcess:
         ctx = mp.get_context("spawn")
         self._conn, child = ctx.Pipe()
         self._proc = ctx.Process(
-            target=_serve_process, args=([str(p) for p in links], positions or {}, child),
+            target=_serve_process,
+            args=([str(p) for p in links], positions or {}, child),
             daemon=True,
         )
 

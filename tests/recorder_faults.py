@@ -31,8 +31,13 @@ from drivers.dataset_writer import DatasetSpec, EpisodeWriter  # noqa: E402
 BASE_EPISODES = 2
 FRAMES = 12
 HW = (32, 48)
-SPEC = DatasetSpec(fps=30, cameras=["front"], arms=["arm"], robot_type="so101_follower",
-                   time_streams=["camera/front", "state/arm", "action/arm"])
+SPEC = DatasetSpec(
+    fps=30,
+    cameras=["front"],
+    arms=["arm"],
+    robot_type="so101_follower",
+    time_streams=["camera/front", "state/arm", "action/arm"],
+)
 
 
 def episode_state(ep: int) -> np.ndarray:
@@ -54,8 +59,12 @@ def record(writer: EpisodeWriter, ep: int, task: str = "lift the cube", on_frame
     states = episode_state(ep)
     for k in range(FRAMES):
         t = 1e9 + ep * 10 + k / 30
-        writer.add({"front": episode_image(ep, k)}, [states[k]], [states[k] + 0.5],
-                   {"camera/front": t, "state/arm": t, "action/arm": t})
+        writer.add(
+            {"front": episode_image(ep, k)},
+            [states[k]],
+            [states[k] + 0.5],
+            {"camera/front": t, "state/arm": t, "action/arm": t},
+        )
         if on_frame is not None:
             on_frame(k)
     writer.end({"bus_episode": ep})
@@ -119,8 +128,9 @@ def child(scenario: str, root: Path) -> None:
     episode, task = install(scenario)
     writer = EpisodeWriter(root, SPEC)
     writer.open()
-    on_frame = (lambda k: kill_now() if k == FRAMES // 2 else None) if scenario == "mid-episode" \
-        else None
+    on_frame = (
+        (lambda k: kill_now() if k == FRAMES // 2 else None) if scenario == "mid-episode" else None
+    )
     record(writer, episode, task, on_frame)
     os._exit(3)  # the fault was never reached
 
@@ -159,11 +169,16 @@ def main() -> None:
         if scenario != "first":
             shutil.copytree(base, root)
         status = run_forked(child, scenario, root)
-        print(json.dumps({
-            "scenario": scenario,
-            "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
-            "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "scenario": scenario,
+                    "signal": os.WTERMSIG(status) if os.WIFSIGNALED(status) else None,
+                    "exit": os.WEXITSTATUS(status) if os.WIFEXITED(status) else None,
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

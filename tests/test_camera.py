@@ -35,8 +35,11 @@ def make_video(path: Path, frames: int = 15, fps: float = 30.0) -> Path:
 
 def camera_config(tmp_path: Path, bus_cfg: BusConfig, **front: object) -> Path:
     path = tmp_path / "robot.yaml"
-    path.write_text(yaml.safe_dump({"bus": bus_cfg.endpoints(), "cameras": {"front": front},
-                                    "health_interval_s": 0.2}))
+    path.write_text(
+        yaml.safe_dump(
+            {"bus": bus_cfg.endpoints(), "cameras": {"front": front}, "health_interval_s": 0.2}
+        )
+    )
     return path
 
 
@@ -44,8 +47,9 @@ class Probe:
     """Frames, camera events and health of camera `front`, drained on demand."""
 
     def __init__(self, cfg: BusConfig):
-        self.sub = Subscriber(cfg, ["camera/front", "event/camera", "health/camera-front"],
-                              mode="every")
+        self.sub = Subscriber(
+            cfg, ["camera/front", "event/camera", "health/camera-front"], mode="every"
+        )
         self.frames: list[Message] = []
         self.events: list[dict] = []
         self.health: dict = {}
@@ -62,8 +66,9 @@ class Probe:
 
     def event(self, state: str, contains: str = "") -> dict | None:
         self.poll()
-        return next((e for e in self.events if e["state"] == state and contains in e["reason"]),
-                    None)
+        return next(
+            (e for e in self.events if e["state"] == state and contains in e["reason"]), None
+        )
 
 
 @pytest.fixture
@@ -83,8 +88,10 @@ def test_video_file_frames_then_end_reported_and_reopened(tmp_path, bus_cfg, pro
     video = make_video(tmp_path / "clip.avi", frames=15)  # half a second at 30 fps
     camera = start_camera(procs, camera_config(tmp_path, bus_cfg, source=str(video)))
 
-    wait_until(lambda: len(probe.poll().frames) >= 40 and probe.event("back", "ended"),
-               what="40 frames across the end of the file")
+    wait_until(
+        lambda: len(probe.poll().frames) >= 40 and probe.event("back", "ended"),
+        what="40 frames across the end of the file",
+    )
     assert probe.event("lost", "ended")["camera"] == "front"
     frames = probe.frames
     for msg in frames:
@@ -107,8 +114,12 @@ def test_unreadable_source_is_reported_and_retried_until_it_works(
     tmp_path, bus_cfg, procs, probe
 ) -> None:
     video = tmp_path / "late.avi"
-    camera = start_camera(procs, camera_config(tmp_path, bus_cfg, source=str(video),
-                                               reopen_backoff_s=0.1, reopen_backoff_max_s=0.4))
+    camera = start_camera(
+        procs,
+        camera_config(
+            tmp_path, bus_cfg, source=str(video), reopen_backoff_s=0.1, reopen_backoff_max_s=0.4
+        ),
+    )
     wait_until(lambda: probe.event("lost", "no such file"), what="lost event: no such file")
     wait_until(lambda: probe.poll().health.get("open_failures", 0) >= 3, what="retries")
     assert probe.health["state"] == "reopening" and camera.popen.poll() is None
@@ -134,8 +145,10 @@ def test_bad_camera_config_exits_with_one_line(tmp_path, bus_cfg, procs) -> None
 # -- the driver on its own ------------------------------------------------------------------------
 def test_driver_frames_are_rgb_contiguous_and_stamped(tmp_path) -> None:
     stamps = iter(range(1000, 2000))
-    camera = OpenCVCamera(CameraSettings(source=str(make_video(tmp_path / "c.avi"))),
-                          clock=lambda: float(next(stamps)))
+    camera = OpenCVCamera(
+        CameraSettings(source=str(make_video(tmp_path / "c.avi"))),
+        clock=lambda: float(next(stamps)),
+    )
     info = camera.open()
     assert (info.kind, info.width, info.height) == ("file", WIDTH, HEIGHT)
     frame = wait_until(lambda: camera.read(0.2), what="a frame")
@@ -177,8 +190,9 @@ class StallingCapture:
 
 def test_driver_reports_a_stalled_device_instead_of_blocking() -> None:
     capture = StallingCapture(frames=3)
-    camera = OpenCVCamera(CameraSettings(source="0", read_timeout_s=0.3),
-                          capture_factory=lambda _: capture)
+    camera = OpenCVCamera(
+        CameraSettings(source="0", read_timeout_s=0.3), capture_factory=lambda _: capture
+    )
     camera.open()
     with pytest.raises(CameraLost, match="no frame for"):
         wait_until(lambda: camera.read(0.05) and False, timeout=10, what="stall detected")

@@ -22,8 +22,9 @@ SIM_CHECKPOINT = REPO / "checkpoints" / "lift_sim" / "checkpoint-best"
 
 
 def run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
-    done = subprocess.run([sys.executable, *args], cwd=REPO, capture_output=True, text=True,
-                          timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -47,17 +48,30 @@ def test_wilson_interval_and_contender_names() -> None:
 @pytest.mark.timeout(600)
 def test_evaluation_through_the_stack_expert_succeeds_hold_fails(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"
-    done = run(["-m", "workers.evaluate", "--task=lift", "--episodes=2", "--seed=1000",
-                "--contenders=[expert,hold]", "--episode_s=8", f"--out={out}",
-                f"--logs={tmp_path / 'logs'}"], timeout=400)
+    done = run(
+        [
+            "-m",
+            "workers.evaluate",
+            "--task=lift",
+            "--episodes=2",
+            "--seed=1000",
+            "--contenders=[expert,hold]",
+            "--episode_s=8",
+            f"--out={out}",
+            f"--logs={tmp_path / 'logs'}",
+        ],
+        timeout=400,
+    )
     report = json.loads(out.read_text())
     expert, hold = report["contenders"]["expert"], report["contenders"]["hold"]
     assert (expert["successes"], expert["n"]) == (2, 2), expert
     assert (hold["successes"], hold["n"]) == (0, 2), hold
-    assert [e["seed"] for e in expert["episodes"]] == [1000, 1001] == \
-        [e["seed"] for e in hold["episodes"]]  # paired: the same scenes
-    assert all(e["reason"] == "cube held 5 cm above the table for 1 s"
-               for e in expert["episodes"])
+    assert (
+        [e["seed"] for e in expert["episodes"]]
+        == [1000, 1001]
+        == [e["seed"] for e in hold["episodes"]]
+    )  # paired: the same scenes
+    assert all(e["reason"] == "cube held 5 cm above the table for 1 s" for e in expert["episodes"])
     assert all(e["reason"] == "stopped by control before success" for e in hold["episodes"])
     assert 0 < expert["time_to_success_s"] < 8 and expert["latency_p50_ms"] > 0
     assert "episode 2/2 seed 1001: SUCCESS" in done.stdout  # a progress line per episode
@@ -69,12 +83,26 @@ def test_recorded_expert_demos_load_with_lerobot(tmp_path: Path) -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     root = tmp_path / "demos" / "lift"
-    done = run(["scripts/record_demos.py", "--task", "lift", "--episodes", "2", "--seed", "5",
-                "--out", str(root)], timeout=400)
+    done = run(
+        [
+            "scripts/record_demos.py",
+            "--task",
+            "lift",
+            "--episodes",
+            "2",
+            "--seed",
+            "5",
+            "--out",
+            str(root),
+        ],
+        timeout=400,
+    )
     assert "2/2 saved" in done.stdout
     demos = json.loads((root / "meta" / "so101_demos.json").read_text())
-    assert [(d["seed"], d["success"], d["dataset_episode"]) for d in demos] == \
-        [(5, True, 0), (6, True, 1)]
+    assert [(d["seed"], d["success"], d["dataset_episode"]) for d in demos] == [
+        (5, True, 0),
+        (6, True, 1),
+    ]
     dataset = LeRobotDataset("local/lift_demos", root=root)
     assert dataset.num_episodes == 2
     assert tuple(dataset.meta.features["observation.images.front"]["shape"][:2]) == (96, 128)
@@ -91,9 +119,20 @@ def test_the_shipped_sim_checkpoint_beats_holding_still(tmp_path: Path) -> None:
     happen about once in 200 runs."""
     assert checkpoint_camera_sizes(SIM_CHECKPOINT) == {"front": (96, 128)}
     out = tmp_path / "eval.json"
-    run(["-m", "workers.evaluate", "--task=lift", "--episodes=5", "--seed=1000",
-         "--contenders=[checkpoint,hold]", "--episode_s=10", f"--out={out}",
-         f"--logs={tmp_path / 'logs'}"], timeout=900)
+    run(
+        [
+            "-m",
+            "workers.evaluate",
+            "--task=lift",
+            "--episodes=5",
+            "--seed=1000",
+            "--contenders=[checkpoint,hold]",
+            "--episode_s=10",
+            f"--out={out}",
+            f"--logs={tmp_path / 'logs'}",
+        ],
+        timeout=900,
+    )
     report = json.loads(out.read_text())["contenders"]
     assert report["hold"]["successes"] == 0, report["hold"]
     assert report["checkpoint"]["successes"] >= 1, report["checkpoint"]

@@ -12,17 +12,39 @@ from bus import BusConfig, Publisher, Subscriber
 from conftest import bus_args, wait_until
 
 
-def start(procs, cfg: BusConfig, *, latency: float = 0.05, episode_s: float = 600,
-          control_args: tuple[str, ...] = (), replay: bool = True):
+def start(
+    procs,
+    cfg: BusConfig,
+    *,
+    latency: float = 0.05,
+    episode_s: float = 600,
+    control_args: tuple[str, ...] = (),
+    replay: bool = True,
+):
     env = {}
     if replay:
         procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(cfg))
-    policy = procs("policy", "-m", "workers.stand_in_policy", "--task=lift",
-                   f"--latency={latency}", *bus_args(cfg))
+    policy = procs(
+        "policy",
+        "-m",
+        "workers.stand_in_policy",
+        "--task=lift",
+        f"--latency={latency}",
+        *bus_args(cfg),
+    )
     policy.wait_for_output("ready:")
-    control = procs("control", "-m", "workers.control", "--task=lift", "--episodes=1",
-                    f"--episode_s={episode_s}", "--policy_timeout=1.5", *control_args,
-                    *bus_args(cfg), env=env)
+    control = procs(
+        "control",
+        "-m",
+        "workers.control",
+        "--task=lift",
+        "--episodes=1",
+        f"--episode_s={episode_s}",
+        "--policy_timeout=1.5",
+        *control_args,
+        *bus_args(cfg),
+        env=env,
+    )
     control.wait_for_output("ready:")
     return policy, control
 
@@ -38,15 +60,19 @@ def next_matching(sub: Subscriber, pred, what: str):
 
 
 def is_hold(holding: bool, reason: str = ""):
-    return lambda m: (m.topic == "event/hold" and m.data["holding"] is holding
-                      and reason in m.data["reason"])
+    return lambda m: (
+        m.topic == "event/hold" and m.data["holding"] is holding and reason in m.data["reason"]
+    )
 
 
 def test_actions_flow_at_the_set_rate_with_their_execution_times(bus_cfg, hub, procs) -> None:
     with Subscriber(bus_cfg, ["action/", "event/episode", "chunk/"], mode="every") as sub:
         start(procs, bus_cfg, episode_s=8, control_args=("--fps=20",))
-        start_marker = next_matching(sub, lambda m: m.topic == "event/episode"
-                                     and m.data["source"] == "control", "episode start")
+        start_marker = next_matching(
+            sub,
+            lambda m: m.topic == "event/episode" and m.data["source"] == "control",
+            "episode start",
+        )
         assert start_marker.data["phase"] == "start" and start_marker.data["task"] == "lift"
         actions, chunks = [], 0
         while True:
@@ -65,8 +91,9 @@ def test_actions_flow_at_the_set_rate_with_their_execution_times(bus_cfg, hub, p
     ticks = np.diff(t_exec) * 20
     np.testing.assert_allclose(ticks, np.round(ticks), atol=1e-4)  # float64 at 1.7e9 s
     assert np.median(ticks) == pytest.approx(1.0)
-    assert all(np.isfinite(m.arrays["goal"]).all() and m.arrays["goal"].shape == (6,)
-               for m in actions)
+    assert all(
+        np.isfinite(m.arrays["goal"]).all() and m.arrays["goal"].shape == (6,) for m in actions
+    )
     assert stats["actions"] == len(actions) and stats["replies"] >= chunks
 
 
@@ -89,8 +116,14 @@ def test_killed_policy_leads_to_a_hold_and_recovery(bus_cfg, hub, procs) -> None
         policy.stop(signal.SIGKILL)
         hold = next_matching(sub, is_hold(True), "a hold after the kill")
         assert any(w in hold.data["reason"] for w in ("policy", "worker")), hold.data
-        procs("policy2", "-m", "workers.stand_in_policy", "--task=lift", "--latency=0.05",
-              *bus_args(bus_cfg)).wait_for_output("ready:")
+        procs(
+            "policy2",
+            "-m",
+            "workers.stand_in_policy",
+            "--task=lift",
+            "--latency=0.05",
+            *bus_args(bus_cfg),
+        ).wait_for_output("ready:")
         next_matching(sub, is_hold(False, "fresh actions"), "the hold to end")
         next_matching(sub, lambda m: m.topic == "action/arm", "actions after recovery")
     log = control.output()
@@ -98,8 +131,10 @@ def test_killed_policy_leads_to_a_hold_and_recovery(bus_cfg, hub, procs) -> None
 
 
 def test_policy_errors_are_logged_with_their_message_and_held_on(bus_cfg, hub, procs) -> None:
-    with Subscriber(bus_cfg, ["event/hold", "action/"], mode="every") as sub, \
-            Publisher(bus_cfg, "test") as pub:
+    with (
+        Subscriber(bus_cfg, ["event/hold", "action/"], mode="every") as sub,
+        Publisher(bus_cfg, "test") as pub,
+    ):
         _, control = start(procs, bus_cfg)
         next_matching(sub, lambda m: m.topic == "action/arm", "first actions")
         assert pub.wait_for_subscriber("event/stand_in", 30)
@@ -114,25 +149,34 @@ def test_policy_errors_are_logged_with_their_message_and_held_on(bus_cfg, hub, p
 def test_error_replies_back_off_instead_of_a_request_storm(bus_cfg, hub, procs) -> None:
     """A failing (or still loading) policy answers in microseconds; re-asking at once made
     thousands of requests a second. Control backs off (50 ms doubling to 1 s)."""
-    with Subscriber(bus_cfg, ["health/control"], mode="every") as sub, \
-            Publisher(bus_cfg, "test") as pub:
+    with (
+        Subscriber(bus_cfg, ["health/control"], mode="every") as sub,
+        Publisher(bus_cfg, "test") as pub,
+    ):
         start(procs, bus_cfg)
         assert pub.wait_for_subscriber("event/stand_in", 30)
         pub.publish("event/stand_in", data={"fail": "still loading"})
         first = next_matching(sub, lambda m: m.data["errors"] >= 3, "the first error replies")
         # Four more seconds of a failing policy, timed by control's own health reports.
-        later = next_matching(sub, lambda m: m.data["uptime_s"] >= first.data["uptime_s"] + 4,
-                              "four more seconds")
+        later = next_matching(
+            sub, lambda m: m.data["uptime_s"] >= first.data["uptime_s"] + 4, "four more seconds"
+        )
     assert later.data["errors"] - first.data["errors"] <= 8, (first.data, later.data)
 
 
 def stop_marker(sub: Subscriber):
-    return next_matching(sub, lambda m: m.topic == "event/episode" and m.data["phase"] == "stop"
-                         and m.data.get("source") == "control", "the episode to end")
+    return next_matching(
+        sub,
+        lambda m: (
+            m.topic == "event/episode"
+            and m.data["phase"] == "stop"
+            and m.data.get("source") == "control"
+        ),
+        "the episode to end",
+    )
 
 
-def test_inpaint_join_sends_the_committed_actions_and_leaves_no_seam(bus_cfg, hub,
-                                                                     procs) -> None:
+def test_inpaint_join_sends_the_committed_actions_and_leaves_no_seam(bus_cfg, hub, procs) -> None:
     """The stand-in keeps a prefix as an inpainting policy does: every switch to a new chunk
     lands on the action already planned. Blending the same chunks does jump."""
     with Subscriber(bus_cfg, ["event/episode"], mode="every") as sub:
@@ -143,8 +187,16 @@ def test_inpaint_join_sends_the_committed_actions_and_leaves_no_seam(bus_cfg, hu
     assert stats["join"] == "inpaint" and stats["seams"] >= 3
     assert stats["seam_jump_p99_deg"] == 0.0
     with Subscriber(bus_cfg, ["event/episode"], mode="every") as sub:
-        procs("control-blend", "-m", "workers.control", "--task=lift", "--episodes=1",
-              "--episode_s=8", "--join=blend", *bus_args(bus_cfg))
+        procs(
+            "control-blend",
+            "-m",
+            "workers.control",
+            "--task=lift",
+            "--episodes=1",
+            "--episode_s=8",
+            "--join=blend",
+            *bus_args(bus_cfg),
+        )
         blended = stop_marker(sub).data["stats"]
     assert blended["join"] == "blend" and blended["seams"] >= 3
     assert blended["seam_jump_p99_deg"] > 0.0
@@ -154,16 +206,33 @@ def test_two_workers_take_turns_and_a_killed_one_is_failed_over(bus_cfg, hub, pr
     procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(bus_cfg))
     workers = {}
     for name in ("a", "b"):
-        workers[name] = procs(f"policy-{name}", "-m", "workers.stand_in_policy", "--task=lift",
-                              "--latency=0.3", f"--name={name}", *bus_args(bus_cfg))
+        workers[name] = procs(
+            f"policy-{name}",
+            "-m",
+            "workers.stand_in_policy",
+            "--task=lift",
+            "--latency=0.3",
+            f"--name={name}",
+            *bus_args(bus_cfg),
+        )
     for worker in workers.values():
         worker.wait_for_output("ready:")
     with Subscriber(bus_cfg, ["chunk/", "action/", "event/hold"], mode="every") as sub:
-        control = procs("control", "-m", "workers.control", "--task=lift", "--episodes=1",
-                        "--episode_s=600", "--policy_workers=2", *bus_args(bus_cfg))
+        control = procs(
+            "control",
+            "-m",
+            "workers.control",
+            "--task=lift",
+            "--episodes=1",
+            "--episode_s=600",
+            "--policy_workers=2",
+            *bus_args(bus_cfg),
+        )
         control.wait_for_output("policy workers in use: 2")
-        served = [next_matching(sub, lambda m: m.topic == "chunk/lift", "chunks").data["worker"]
-                  for _ in range(12)]
+        served = [
+            next_matching(sub, lambda m: m.topic == "chunk/lift", "chunks").data["worker"]
+            for _ in range(12)
+        ]
         assert served.count("a") >= 3 and served.count("b") >= 3, served
         workers["a"].stop(signal.SIGKILL)
         control.wait_for_output("policy workers in use: 1")
@@ -181,15 +250,20 @@ def test_two_workers_take_turns_and_a_killed_one_is_failed_over(bus_cfg, hub, pr
 def test_stale_actions_are_skipped_and_counted(bus_cfg, hub, procs) -> None:
     with Subscriber(bus_cfg, ["event/episode"], mode="every") as sub:
         start(procs, bus_cfg, latency=0.3, episode_s=5)
-        stop = next_matching(sub, lambda m: m.data.get("source") == "control"
-                             and m.data["phase"] == "stop", "the episode to end")
+        stop = next_matching(
+            sub,
+            lambda m: m.data.get("source") == "control" and m.data["phase"] == "stop",
+            "the episode to end",
+        )
     # Each chunk arrives ~0.3 s after its observation: its first ~9 actions are already past.
     assert stop.data["stats"]["skipped_actions"] >= 9
 
 
 def test_a_lagging_camera_is_a_named_cause(bus_cfg, hub, procs) -> None:
-    with Subscriber(bus_cfg, ["health/control"], mode="latest") as health, \
-            Publisher(bus_cfg, "old-camera") as cam:
+    with (
+        Subscriber(bus_cfg, ["health/control"], mode="latest") as health,
+        Publisher(bus_cfg, "old-camera") as cam,
+    ):
         start(procs, bus_cfg, replay=False)
         image = np.zeros((480, 640, 3), np.uint8)
 

@@ -40,8 +40,9 @@ def test_actions_whose_tick_has_run_are_skipped_and_counted() -> None:
     assert sorted(plan.slots) == [10, 11]
 
 
-@pytest.mark.parametrize(("blend", "expected"), [("latest", 10.0), ("average", 5.5),
-                                                  ("weighted", 7.75)])
+@pytest.mark.parametrize(
+    ("blend", "expected"), [("latest", 10.0), ("average", 5.5), ("weighted", 7.75)]
+)
 def test_overlapping_chunks_blend(blend: str, expected: float) -> None:
     plan = ActionPlan(DT, epoch=0.0, blend=blend, weight=0.75)
     plan.add(chunk([1, 1, 1]), t_obs=0.0)
@@ -94,9 +95,7 @@ def test_stall_bound_with_several_workers() -> None:
     assert max_latency_without_stall(16, 1 / 30, 2) == pytest.approx(chunk_s * 2 / 3)
     assert stall_bound_fraction(0.35, 16, 1 / 30, workers=2) == 0.0
     # 400 ms with 2 workers: requests every 200 ms, each chunk stale by 600 ms of 533.
-    assert stall_bound_fraction(0.4, 16, 1 / 30, workers=2) == pytest.approx(
-        (0.6 - chunk_s) / 0.2
-    )
+    assert stall_bound_fraction(0.4, 16, 1 / 30, workers=2) == pytest.approx((0.6 - chunk_s) / 0.2)
     assert stall_bound_fraction(0.4, 16, 1 / 30, workers=3) == 0.0
 
 

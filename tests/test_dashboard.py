@@ -37,14 +37,26 @@ from workers.dashboard import (
 from conftest import DEADLINE, REPO, Proc, bus_args, wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
 ARTIFACTS = REPO / "artifacts"
 
 
 # -- unit: the view ---------------------------------------------------------------------------
-def _msg(topic: str, arrays: dict | None = None, data: dict | None = None, seq: int = 0,
-         t: float | None = None, src: str = "test") -> Message:
+def _msg(
+    topic: str,
+    arrays: dict | None = None,
+    data: dict | None = None,
+    seq: int = 0,
+    t: float | None = None,
+    src: str = "test",
+) -> Message:
     t = now() if t is None else t
     return Message(topic, arrays or {}, data or {}, src=src, seq=seq, t_cap=t, t_send=t)
 
@@ -52,16 +64,39 @@ def _msg(topic: str, arrays: dict | None = None, data: dict | None = None, seq: 
 def test_view_maps_chunks_to_arms_and_reports_health() -> None:
     view = BusView(history_s=5.0, alive_s=3.0)
     t = now()
-    view.on_message(_msg("state/left_arm", {"position": np.zeros(6, np.float32)},
-                         {"names": [f"j{i}.pos" for i in range(6)]}, t=t), seen=100.0)
+    view.on_message(
+        _msg(
+            "state/left_arm",
+            {"position": np.zeros(6, np.float32)},
+            {"names": [f"j{i}.pos" for i in range(6)]},
+            t=t,
+        ),
+        seen=100.0,
+    )
     chunk = np.arange(40 * 12, dtype=np.float32).reshape(40, 12)
     view.on_message(_msg("chunk/sort", {"actions": chunk}, {"t_obs": t, "dt": 1 / 30}), 100.0)
-    view.on_message(_msg("health/servo", data={
-        "process": "servo", "uptime_s": 3.0, "last_error": None, "rate_hz": 30.0,
-        "bus": {"lost": 2, "skipped": 9}, "arms": {"left_arm": {"estop": True}},
-        "latency": float("nan")}), seen=100.0)
-    view.on_message(_msg("event/process", data={"process": "policy-sort", "state": "EXITED",
-                                                "from_state": "RUNNING", "pid": 12}), 100.0)
+    view.on_message(
+        _msg(
+            "health/servo",
+            data={
+                "process": "servo",
+                "uptime_s": 3.0,
+                "last_error": None,
+                "rate_hz": 30.0,
+                "bus": {"lost": 2, "skipped": 9},
+                "arms": {"left_arm": {"estop": True}},
+                "latency": float("nan"),
+            },
+        ),
+        seen=100.0,
+    )
+    view.on_message(
+        _msg(
+            "event/process",
+            data={"process": "policy-sort", "state": "EXITED", "from_state": "RUNNING", "pid": 12},
+        ),
+        100.0,
+    )
     snap = view.snapshot(now_mono=101.0)
     json.dumps(snap, allow_nan=False)  # what goes to the page is plain JSON
     (c,) = snap["chunks"]
@@ -86,15 +121,27 @@ LIFTED = "cube held 5 cm above the table for 1 s"
 
 
 def sim_start(episode: int, seed: int) -> dict:
-    return {"phase": "start", "episode": episode, "seed": seed, "task": "lift",
-            "source": "control", "cubes": {"red": [0.2, 0.0, 0.015]},
-            "arms": {"arm": [0.0] * 6}}
+    return {
+        "phase": "start",
+        "episode": episode,
+        "seed": seed,
+        "task": "lift",
+        "source": "control",
+        "cubes": {"red": [0.2, 0.0, 0.015]},
+        "arms": {"arm": [0.0] * 6},
+    }
 
 
 def sim_outcome(episode: int, seed: int, success: bool, time_s: float = 3.21) -> dict:
-    return {"phase": "outcome", "episode": episode, "seed": seed, "task": "lift",
-            "success": success, "reason": LIFTED if success else "timeout after 30 s",
-            "time_s": time_s}
+    return {
+        "phase": "outcome",
+        "episode": episode,
+        "seed": seed,
+        "task": "lift",
+        "success": success,
+        "reason": LIFTED if success else "timeout after 30 s",
+        "time_s": time_s,
+    }
 
 
 def test_view_tallies_simulated_episodes() -> None:
@@ -103,14 +150,29 @@ def test_view_tallies_simulated_episodes() -> None:
     episodes = SIM_RECENT + 5
     for episode in range(episodes):
         view.on_message(_msg("event/sim", data=sim_start(episode, 100 + episode), src="sim"))
-        view.on_message(_msg("event/sim", data=sim_outcome(episode, 100 + episode,
-                                                           success=episode % 3 != 0), src="sim"))
+        view.on_message(
+            _msg(
+                "event/sim",
+                data=sim_outcome(episode, 100 + episode, success=episode % 3 != 0),
+                src="sim",
+            )
+        )
     view.on_message(_msg("event/sim", data=sim_start(episodes, 100 + episodes), src="sim"))
     # an outcome without a verdict: logged, not counted
     view.on_message(_msg("event/sim", data={"phase": "outcome", "episode": episodes}, src="sim"))
-    view.on_message(_msg("event/episode", data={
-        "phase": "stop", "episode": 7, "task": "lift", "seed": 107,
-        "outcome": {"success": True, "reason": LIFTED, "time_s": 3.21}}, src="control"))
+    view.on_message(
+        _msg(
+            "event/episode",
+            data={
+                "phase": "stop",
+                "episode": 7,
+                "task": "lift",
+                "seed": 107,
+                "outcome": {"success": True, "reason": LIFTED, "time_s": 3.21},
+            },
+            src="control",
+        )
+    )
     snap = view.snapshot()
     json.dumps(snap, allow_nan=False)
     sim = snap["sim"]
@@ -121,8 +183,12 @@ def test_view_tallies_simulated_episodes() -> None:
     assert sim["start"]["seed"] == 100 + episodes and "cubes" not in sim["start"]
     last = episodes - 1
     assert {k: sim["outcome"][k] for k in ("episode", "seed", "success", "reason", "time_s")} == {
-        "episode": last, "seed": 100 + last, "success": last % 3 != 0,
-        "reason": LIFTED if last % 3 else "timeout after 30 s", "time_s": 3.21}
+        "episode": last,
+        "seed": 100 + last,
+        "success": last % 3 != 0,
+        "reason": LIFTED if last % 3 else "timeout after 30 s",
+        "time_s": 3.21,
+    }
     assert [o["episode"] for o in sim["recent"]] == list(range(episodes - SIM_RECENT, episodes))
     assert sum(e["topic"] == "event/sim" for e in snap["events"]) == 2 * episodes + 2
     assert snap["episode"]["outcome"]["success"] and snap["episode"]["seed"] == 107
@@ -135,15 +201,24 @@ def test_view_tallies_simulated_episodes() -> None:
 
 def test_drops_and_commands() -> None:
     assert drops_of({"dropped": 0, "late_frames": 3, "max_lag_ms": 9.0, "frames": 10}) == {
-        "late_frames": 3}
-    assert parse_command("estop", {}) == {"engaged": True, "reason": "pressed on the dashboard",
-                                          "source": "dashboard"}
+        "late_frames": 3
+    }
+    assert parse_command("estop", {}) == {
+        "engaged": True,
+        "reason": "pressed on the dashboard",
+        "source": "dashboard",
+    }
     assert parse_command("estop", {"engaged": False})["engaged"] is False
     assert parse_command("record", {"command": "start", "task": "lift"}) == {
-        "command": "start", "task": "lift"}
-    for kind, body in [("estop", {"engaged": "yes"}), ("record", {"command": "go"}),
-                       ("record", {"command": "start"}),
-                       ("record", {"command": "start", "task": "<script>"})]:
+        "command": "start",
+        "task": "lift",
+    }
+    for kind, body in [
+        ("estop", {"engaged": "yes"}),
+        ("record", {"command": "go"}),
+        ("record", {"command": "start"}),
+        ("record", {"command": "start", "task": "<script>"}),
+    ]:
         with pytest.raises(ValueError):
             parse_command(kind, body)
 
@@ -165,8 +240,12 @@ async def pretend_peer(request: web.Request, handler):
     return await handler(request.clone(remote=remote))
 
 
-def press(cfg: DashboardConfig, remote: str = "127.0.0.1", body: object = None,
-          headers: dict | None = None) -> tuple[int, dict, FakeControl]:
+def press(
+    cfg: DashboardConfig,
+    remote: str = "127.0.0.1",
+    body: object = None,
+    headers: dict | None = None,
+) -> tuple[int, dict, FakeControl]:
     control = FakeControl()
     view = BusView()
     app = make_app(cfg, view, Pages(view), control, logging.getLogger("test"))
@@ -174,8 +253,11 @@ def press(cfg: DashboardConfig, remote: str = "127.0.0.1", body: object = None,
 
     async def go() -> tuple[int, dict]:
         async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-            resp = await client.post("/api/estop", json={"engaged": True} if body is None else body,
-                                     headers={"X-Test-Remote": remote, **(headers or {})})
+            resp = await client.post(
+                "/api/estop",
+                json={"engaged": True} if body is None else body,
+                headers={"X-Test-Remote": remote, **(headers or {})},
+            )
             return resp.status, await resp.json()
 
     status, reply = asyncio.run(go())
@@ -190,15 +272,26 @@ def test_controls_refused_from_other_machines() -> None:
     status, reply, control = press(DashboardConfig(), remote="10.1.2.3")
     assert status == 403 and "only from the machine" in reply["error"] and not control.sent
     status, reply, control = press(DashboardConfig())
-    assert status == 200 and reply["heard"] and control.sent == [
-        ("event/estop", {"engaged": True, "reason": "pressed on the dashboard",
-                         "source": "dashboard"})]
+    assert (
+        status == 200
+        and reply["heard"]
+        and control.sent
+        == [
+            (
+                "event/estop",
+                {"engaged": True, "reason": "pressed on the dashboard", "source": "dashboard"},
+            )
+        ]
+    )
     # a page from elsewhere in the local browser (cross-site), or a rebound DNS name: refused
     assert press(DashboardConfig(), headers={"Origin": "http://evil.example"})[0] == 403
     assert press(DashboardConfig(), headers={"Host": "evil.example:9000"})[0] == 403
     # configured: other machines may press
-    status, _, control = press(DashboardConfig(allow_remote_control=True), remote="10.1.2.3",
-                               headers={"Host": "robot-pc:9000"})
+    status, _, control = press(
+        DashboardConfig(allow_remote_control=True),
+        remote="10.1.2.3",
+        headers={"Host": "robot-pc:9000"},
+    )
     assert status == 200 and control.sent
     status, reply, control = press(DashboardConfig(), body={"engaged": 1})
     assert status == 400 and "engaged" in reply["error"] and not control.sent
@@ -214,11 +307,17 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def chromium() -> Path:
     if not CHROMIUM.exists():
-        done = subprocess.run(["bash", str(REPO / "scripts" / "install_browser.sh")],
-                              capture_output=True, text=True, timeout=900)
+        done = subprocess.run(
+            ["bash", str(REPO / "scripts" / "install_browser.sh")],
+            capture_output=True,
+            text=True,
+            timeout=900,
+        )
         if done.returncode != 0 or not CHROMIUM.exists():
-            pytest.fail("no /usr/bin/chromium and scripts/install_browser.sh could not install "
-                        f"it:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}")
+            pytest.fail(
+                "no /usr/bin/chromium and scripts/install_browser.sh could not install "
+                f"it:\n{done.stdout[-2000:]}\n{done.stderr[-2000:]}"
+            )
     return CHROMIUM
 
 
@@ -254,26 +353,61 @@ class FakeControlLoop(threading.Thread):
                     continue
                 position = msg.arrays["position"]
                 t = now()
-                pub.publish(topics.action("arm"), {"goal": position + np.float32(3)},
-                            {"t_exec": t, "t_obs": msg.t_cap})
+                pub.publish(
+                    topics.action("arm"),
+                    {"goal": position + np.float32(3)},
+                    {"t_exec": t, "t_obs": msg.t_cap},
+                )
                 if ticks % 8 == 0:
                     ramp = np.linspace(0, 15, 30, dtype=np.float32)[:, None]
-                    pub.publish(topics.chunk("lift"), {"actions": position[None, :] + ramp},
-                                {"t_obs": t, "dt": 1 / 30, "arms": ["arm"], "latency_s": 0.08})
+                    pub.publish(
+                        topics.chunk("lift"),
+                        {"actions": position[None, :] + ramp},
+                        {"t_obs": t, "dt": 1 / 30, "arms": ["arm"], "latency_s": 0.08},
+                    )
                 if ticks % 15 == 0:
-                    pub.publish(topics.health("policy-lift"), data={
-                        "process": "policy-lift", "uptime_s": ticks / 15, "last_error": None,
-                        "task": "lift", "served": ticks // 8, "errors": 0, "device": "cpu",
-                        "latency_p50_ms": 81.5, "latency_p99_ms": 97.0})
-                    pub.publish(topics.health("control"), data={
-                        "process": "control", "uptime_s": ticks / 15, "last_error": None,
-                        "rate_hz": 15.0, "stalls": 0, "holds": 1, "late_actions": 0})
-                    pub.publish(topics.health("recorder"), data={
-                        "process": "recorder", "uptime_s": ticks / 15, "last_error": None,
-                        "state": "idle", "backlog": 0, "episodes_written": 0})
+                    pub.publish(
+                        topics.health("policy-lift"),
+                        data={
+                            "process": "policy-lift",
+                            "uptime_s": ticks / 15,
+                            "last_error": None,
+                            "task": "lift",
+                            "served": ticks // 8,
+                            "errors": 0,
+                            "device": "cpu",
+                            "latency_p50_ms": 81.5,
+                            "latency_p99_ms": 97.0,
+                        },
+                    )
+                    pub.publish(
+                        topics.health("control"),
+                        data={
+                            "process": "control",
+                            "uptime_s": ticks / 15,
+                            "last_error": None,
+                            "rate_hz": 15.0,
+                            "stalls": 0,
+                            "holds": 1,
+                            "late_actions": 0,
+                        },
+                    )
+                    pub.publish(
+                        topics.health("recorder"),
+                        data={
+                            "process": "recorder",
+                            "uptime_s": ticks / 15,
+                            "last_error": None,
+                            "state": "idle",
+                            "backlog": 0,
+                            "episodes_written": 0,
+                        },
+                    )
                 if ticks == 30:
-                    pub.publish(topics.event("hold"), data={
-                        "arm": "arm", "holding": False, "reason": "fresh goals again"})
+                    pub.publish(
+                        topics.event("hold"),
+                        data={"arm": "arm", "holding": False, "reason": "fresh goals again"},
+                    )
                 ticks += 1
         finally:
             sub.close()
@@ -300,8 +434,7 @@ def test_dashboard_page_end_to_end(bus_cfg: BusConfig, hub: Proc, procs, browser
     port = free_port()
     url = f"http://127.0.0.1:{port}/"
     replay = procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(bus_cfg))
-    dashboard = procs("dashboard", "-m", "workers.dashboard", f"--port={port}",
-                      *bus_args(bus_cfg))
+    dashboard = procs("dashboard", "-m", "workers.dashboard", f"--port={port}", *bus_args(bus_cfg))
     dashboard.wait_for_output("ready: dashboard on")
     replay.wait_for_output("ready: replaying")
     fake = FakeControlLoop(bus_cfg)
@@ -316,25 +449,32 @@ def test_dashboard_page_end_to_end(bus_cfg: BusConfig, hub: Proc, procs, browser
         page.wait_for_function(
             "() => { const i = document.querySelector('.cam img');"
             " return i && i.complete && i.naturalWidth > 0 && window.dash.frames >= 2; }",
-            timeout=DEADLINE * 1000)
+            timeout=DEADLINE * 1000,
+        )
         img = page.locator(".cam[data-camera=front] img")
         first = img.evaluate(PIXELS_JS)
         assert first["w"] == 320 and first["h"] == 240, first  # downscaled from 640x480
         assert first["spread"] > 30, first  # a picture, not a blank frame
-        wait_until(lambda: img.evaluate(PIXELS_JS)["frame"] != first["frame"],
-                   what="a newer camera frame on the page")
+        wait_until(
+            lambda: img.evaluate(PIXELS_JS)["frame"] != first["frame"],
+            what="a newer camera frame on the page",
+        )
         # plots update: the shoulder_pan canvas redraws with new pixels; the chunk arrives
         canvas = page.locator(".arm[data-arm=arm] canvas").first
-        page.wait_for_function("() => window.dash.draws > 5 && window.dash.updates > 5",
-                               timeout=DEADLINE * 1000)
+        page.wait_for_function(
+            "() => window.dash.draws > 5 && window.dash.updates > 5", timeout=DEADLINE * 1000
+        )
         before = canvas.evaluate("(c) => c.toDataURL()")
-        wait_until(lambda: canvas.evaluate("(c) => c.toDataURL()") != before,
-                   what="the joint plot to change")
+        wait_until(
+            lambda: canvas.evaluate("(c) => c.toDataURL()") != before,
+            what="the joint plot to change",
+        )
         page.wait_for_function(
             "() => document.querySelector('#processes [data-process=replay]')"
             " && document.querySelector('#policies table')"
             " && /lift/.test(document.querySelector('#episode').textContent)",
-            timeout=DEADLINE * 1000)
+            timeout=DEADLINE * 1000,
+        )
         assert "81.5 ms" in page.locator("#policies").inner_text()
 
         # e-stop: the press goes out on the bus, and the page says someone listened
@@ -342,15 +482,18 @@ def test_dashboard_page_end_to_end(bus_cfg: BusConfig, hub: Proc, procs, browser
         estop = wait_until(lambda: listener.recv(0.1), what="event/estop on the bus")
         assert estop.topic == "event/estop"
         assert estop.data["engaged"] is True and estop.data["source"] == "dashboard"
-        page.wait_for_function("() => /someone is listening/.test("
-                               "document.querySelector('#toast').textContent)",
-                               timeout=DEADLINE * 1000)
+        page.wait_for_function(
+            "() => /someone is listening/.test(document.querySelector('#toast').textContent)",
+            timeout=DEADLINE * 1000,
+        )
         page.wait_for_selector("#estop-banner:not([hidden])", timeout=DEADLINE * 1000)
         page.fill("#task", "lift")
         page.click("#rec-start")
         record = wait_until(lambda: listener.recv(0.1), what="event/record on the bus")
-        assert record.topic == "event/record" and record.data == {"command": "start",
-                                                                  "task": "lift"}
+        assert record.topic == "event/record" and record.data == {
+            "command": "start",
+            "task": "lift",
+        }
         time.sleep(1.5)  # let the plots fill in for the screenshot
         page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
         page.click("#estop-clear")
@@ -363,8 +506,9 @@ def test_dashboard_page_end_to_end(bus_cfg: BusConfig, hub: Proc, procs, browser
         page.wait_for_selector("#offline:not([hidden])", timeout=DEADLINE * 1000)
         assert "Lost the connection" in page.locator("#offline").inner_text()
         page.screenshot(path=str(ARTIFACTS / "dashboard-offline.png"))
-        again = procs("dashboard-again", "-m", "workers.dashboard", f"--port={port}",
-                      *bus_args(bus_cfg))
+        again = procs(
+            "dashboard-again", "-m", "workers.dashboard", f"--port={port}", *bus_args(bus_cfg)
+        )
         again.wait_for_output("ready: dashboard on")
         page.wait_for_selector("#offline", state="hidden", timeout=DEADLINE * 1000)
         assert page.evaluate("window.dash.connects") >= 2
@@ -381,15 +525,15 @@ def test_dashboard_page_end_to_end(bus_cfg: BusConfig, hub: Proc, procs, browser
 def rgb(page, selector: str) -> tuple[int, ...]:
     # One evaluation that finds and reads the element: it is never a node the page replaced.
     css = page.evaluate("(sel) => getComputedStyle(document.querySelector(sel)).color", selector)
-    return tuple(int(x) for x in css[css.index("(") + 1:css.index(")")].split(",")[:3])
+    return tuple(int(x) for x in css[css.index("(") + 1 : css.index(")")].split(",")[:3])
 
 
-def test_dashboard_page_shows_simulated_outcomes(bus_cfg: BusConfig, hub: Proc, procs,
-                                                  browser) -> None:
+def test_dashboard_page_shows_simulated_outcomes(
+    bus_cfg: BusConfig, hub: Proc, procs, browser
+) -> None:
     ARTIFACTS.mkdir(exist_ok=True)
     port = free_port()
-    dashboard = procs("dashboard", "-m", "workers.dashboard", f"--port={port}",
-                      *bus_args(bus_cfg))
+    dashboard = procs("dashboard", "-m", "workers.dashboard", f"--port={port}", *bus_args(bus_cfg))
     dashboard.wait_for_output("ready: dashboard on")
     sim = Publisher(bus_cfg, "sim")
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -400,7 +544,9 @@ def test_dashboard_page_shows_simulated_outcomes(bus_cfg: BusConfig, hub: Proc, 
     def shows(pattern: str, selector: str = "#sim") -> None:
         page.wait_for_function(
             "([sel, re]) => new RegExp(re).test(document.querySelector(sel).textContent)",
-            arg=[selector, pattern], timeout=DEADLINE * 1000)
+            arg=[selector, pattern],
+            timeout=DEADLINE * 1000,
+        )
 
     try:
         page.goto(f"http://127.0.0.1:{port}/")
@@ -419,8 +565,9 @@ def test_dashboard_page_shows_simulated_outcomes(bus_cfg: BusConfig, hub: Proc, 
         sim.publish(topics.event("sim"), data=sim_start(4, 4))
         sim.publish(topics.event("sim"), data=sim_outcome(4, 4, success=False, time_s=30.0))
         shows("FAILURE")
-        assert outcome.inner_text() == ("episode 4 (seed 4): FAILURE after 30.0 s — "
-                                        "timeout after 30 s")
+        assert outcome.inner_text() == (
+            "episode 4 (seed 4): FAILURE after 30.0 s — timeout after 30 s"
+        )
         assert "successes 1 / 2" in box.locator(".tally").inner_text()
         assert box.locator(".chip").count() == 2
         red = rgb(page, "#sim .outcome")
@@ -431,14 +578,26 @@ def test_dashboard_page_shows_simulated_outcomes(bus_cfg: BusConfig, hub: Proc, 
         assert page.locator("#events li.ok", has_text="event/sim").count() == 1
         # the control loop's stop marker carries the same verdict: the episode panel shows it
         assert sim.wait_for_subscriber(topics.event("episode"), DEADLINE)
-        sim.publish(topics.event("episode"), data={
-            "phase": "stop", "episode": 4, "task": "lift", "seed": 4, "source": "control",
-            "outcome": {k: v for k, v in sim_outcome(4, 4, False, 30.0).items()
-                        if k in ("success", "reason", "time_s")}})
+        sim.publish(
+            topics.event("episode"),
+            data={
+                "phase": "stop",
+                "episode": 4,
+                "task": "lift",
+                "seed": 4,
+                "source": "control",
+                "outcome": {
+                    k: v
+                    for k, v in sim_outcome(4, 4, False, 30.0).items()
+                    if k in ("success", "reason", "time_s")
+                },
+            },
+        )
         shows("FAILURE after 30.0 s", "#episode")
         assert "seed 4" in page.locator("#episode").inner_text()
         page.locator("#sim").locator("xpath=..").screenshot(
-            path=str(ARTIFACTS / "dashboard-sim.png"))
+            path=str(ARTIFACTS / "dashboard-sim.png")
+        )
         assert not errors, errors
     finally:
         page.close()

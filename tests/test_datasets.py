@@ -51,8 +51,9 @@ def test_features_and_names(task: str) -> None:
         assert feats[key]["dtype"] == "float32"
         assert feats[key]["names"] == EXPECTED_NAMES[task]
         assert feats[key]["shape"] == [len(EXPECTED_NAMES[task])]
-    cams = sorted(k.removeprefix("observation.images.") for k in feats
-                  if k.startswith("observation.images."))
+    cams = sorted(
+        k.removeprefix("observation.images.") for k in feats if k.startswith("observation.images.")
+    )
     assert cams == EXPECTED_CAMERAS[task]
     for cam in cams:
         f = feats[f"observation.images.{cam}"]

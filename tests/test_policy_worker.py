@@ -15,21 +15,29 @@ from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner, save
 from conftest import bus_args, wait_until
 
 SMALL_DP = dict(down_dims=(32, 64, 128), horizon=16, n_action_steps=8, resize_shape=(96, 128))
-SMALL_ACT = dict(chunk_size=20, n_action_steps=20, dim_model=64, dim_feedforward=128,
-                 n_encoder_layers=1, n_decoder_layers=1)
+SMALL_ACT = dict(
+    chunk_size=20,
+    n_action_steps=20,
+    dim_model=64,
+    dim_feedforward=128,
+    n_encoder_layers=1,
+    n_decoder_layers=1,
+)
 FRONT = {"front": (96, 128)}
 
 
 @pytest.fixture(scope="module")
 def dp_checkpoint(tmp_path_factory) -> Path:
-    return save_random_checkpoint(tmp_path_factory.mktemp("dp") / "pretrained_model",
-                                  "diffusion", FRONT, 6, 6, **SMALL_DP)
+    return save_random_checkpoint(
+        tmp_path_factory.mktemp("dp") / "pretrained_model", "diffusion", FRONT, 6, 6, **SMALL_DP
+    )
 
 
 @pytest.fixture(scope="module")
 def act_checkpoint(tmp_path_factory) -> Path:
-    return save_random_checkpoint(tmp_path_factory.mktemp("act") / "pretrained_model", "act",
-                                  FRONT, 6, 6, **SMALL_ACT)
+    return save_random_checkpoint(
+        tmp_path_factory.mktemp("act") / "pretrained_model", "act", FRONT, 6, 6, **SMALL_ACT
+    )
 
 
 def obs(h: int = 96, w: int = 128, n: int = 6, arms=("arm",)):
@@ -87,13 +95,15 @@ def test_mismatched_observations_name_the_mismatch(images_states, message, dp_ch
 def test_nan_state_is_refused_not_inferred(dp_checkpoint) -> None:
     images, _ = obs()
     with pytest.raises(ObservationError, match="NaN"):
-        PolicyRunner(dp_checkpoint, arms=["arm"]).infer(images, {"arm": np.full(6, np.nan,
-                                                                                 np.float32)})
+        PolicyRunner(dp_checkpoint, arms=["arm"]).infer(
+            images, {"arm": np.full(6, np.nan, np.float32)}
+        )
 
 
 def test_camera_map_renames_bus_cameras(dp_checkpoint) -> None:
-    runner = PolicyRunner(dp_checkpoint, arms=["arm"],
-                          cameras={"overhead": "observation.images.front"})
+    runner = PolicyRunner(
+        dp_checkpoint, arms=["arm"], cameras={"overhead": "observation.images.front"}
+    )
     images, states = obs()
     assert runner.infer({"overhead": images["front"]}, states).actions.shape == (8, 6)
     with pytest.raises(PolicyLoadError, match="does not have"):
@@ -162,10 +172,18 @@ def test_cuda_asked_without_a_gpu_is_a_clear_error(dp_checkpoint) -> None:
             PolicyRunner(dp_checkpoint, arms=["arm"], device="cuda")
 
 
-def test_worker_serves_chunks_and_error_replies(bus_cfg: BusConfig, hub, procs,
-                                                dp_checkpoint) -> None:
-    worker = procs("policy", "-m", "workers.policy", "--task=lift",
-                   f"--checkpoint={dp_checkpoint}", "--device=auto", *bus_args(bus_cfg))
+def test_worker_serves_chunks_and_error_replies(
+    bus_cfg: BusConfig, hub, procs, dp_checkpoint
+) -> None:
+    worker = procs(
+        "policy",
+        "-m",
+        "workers.policy",
+        "--task=lift",
+        f"--checkpoint={dp_checkpoint}",
+        "--device=auto",
+        *bus_args(bus_cfg),
+    )
     worker.wait_for_output("ready:", timeout=240)
     log = worker.output()
     assert "ready: task lift, diffusion, cpu, horizon 8, action_dim 6, DDIM 10 steps" in log
@@ -175,9 +193,12 @@ def test_worker_serves_chunks_and_error_replies(bus_cfg: BusConfig, hub, procs,
         described = client.call("policy/lift", data={"describe": True}, timeout=30).data
         assert described["cameras"] == {"front": [96, 128]} and described["arms"] == ["arm"]
         images, states = obs()
-        reply = client.call("policy/lift", {"image.front": images["front"],
-                                            "state.arm": states["arm"]},
-                            {"t_obs": 123.0, "task": "lift"}, timeout=60)
+        reply = client.call(
+            "policy/lift",
+            {"image.front": images["front"], "state.arm": states["arm"]},
+            {"t_obs": 123.0, "task": "lift"},
+            timeout=60,
+        )
         assert reply.arrays["actions"].shape == (8, 6)
         assert reply.arrays["actions"].dtype == np.float32
         assert set(reply.data["timings"]) == {"queue", "preprocess", "inference", "postprocess"}
@@ -185,43 +206,77 @@ def test_worker_serves_chunks_and_error_replies(bus_cfg: BusConfig, hub, procs,
         assert reply.data["accepts_prefix"] is True
         # A committed prefix comes back where it was put (the chunk continues it).
         prefix = np.full((3, 6), 25.0, np.float32)
-        kept = client.call("policy/lift", {"image.front": images["front"],
-                                           "state.arm": states["arm"], "prefix": prefix},
-                           {"prefix_start": 1, "prefix_committed": 3}, timeout=60)
+        kept = client.call(
+            "policy/lift",
+            {"image.front": images["front"], "state.arm": states["arm"], "prefix": prefix},
+            {"prefix_start": 1, "prefix_committed": 3},
+            timeout=60,
+        )
         np.testing.assert_allclose(kept.arrays["actions"][1:4], prefix, atol=1e-2)
         nan_prefix = prefix.copy()
         nan_prefix[0, 0] = np.nan
         for arrays, data, message in [
-            ({"image.front": images["front"], "state.arm": states["arm"], "prefix": nan_prefix},
-             {}, "prefix contains NaN"),
-            ({"image.front": images["front"], "state.arm": states["arm"],
-              "prefix": np.zeros((2, 4), np.float32)}, {}, "prefix has shape (2, 4)"),
-            ({"image.front": images["front"], "state.arm": states["arm"], "prefix": prefix},
-             {"prefix_start": "soon"}, "prefix_start and prefix_committed must be integers"),
+            (
+                {"image.front": images["front"], "state.arm": states["arm"], "prefix": nan_prefix},
+                {},
+                "prefix contains NaN",
+            ),
+            (
+                {
+                    "image.front": images["front"],
+                    "state.arm": states["arm"],
+                    "prefix": np.zeros((2, 4), np.float32),
+                },
+                {},
+                "prefix has shape (2, 4)",
+            ),
+            (
+                {"image.front": images["front"], "state.arm": states["arm"], "prefix": prefix},
+                {"prefix_start": "soon"},
+                "prefix_start and prefix_committed must be integers",
+            ),
             ({"state.arm": states["arm"]}, {}, "missing camera 'front'"),
-            ({"image.front": images["front"], "state.arm": np.zeros(12, np.float32)}, {},
-             "state has 12 values"),
-            ({"image.front": images["front"], "state.arm": states["arm"]}, {"task": "sort"},
-             "serves task 'lift', not 'sort'"),
+            (
+                {"image.front": images["front"], "state.arm": np.zeros(12, np.float32)},
+                {},
+                "state has 12 values",
+            ),
+            (
+                {"image.front": images["front"], "state.arm": states["arm"]},
+                {"task": "sort"},
+                "serves task 'lift', not 'sort'",
+            ),
         ]:
             with pytest.raises(ServiceError, match=None) as info:
                 client.call("policy/lift", arrays, data, timeout=60)
             assert message in str(info.value)
         # Still serving after every bad request.
-        assert client.call("policy/lift", {"image.front": images["front"],
-                                           "state.arm": states["arm"]},
-                           timeout=60).arrays["actions"].shape == (8, 6)
+        assert client.call(
+            "policy/lift", {"image.front": images["front"], "state.arm": states["arm"]}, timeout=60
+        ).arrays["actions"].shape == (8, 6)
 
 
 def test_checkpoint_for_another_task_refuses_to_start(bus_cfg, procs, dp_checkpoint) -> None:
-    worker = procs("policy", "-m", "workers.policy", "--task=sort",
-                   f"--checkpoint={dp_checkpoint}", *bus_args(bus_cfg))
+    worker = procs(
+        "policy",
+        "-m",
+        "workers.policy",
+        "--task=sort",
+        f"--checkpoint={dp_checkpoint}",
+        *bus_args(bus_cfg),
+    )
     assert worker.popen.wait(240) == 2
     assert "Action dim mismatch: task sort drives 2 arm(s) (12 joints)" in worker.output()
 
 
 def test_missing_checkpoint_refuses_to_start(bus_cfg, procs, tmp_path) -> None:
-    worker = procs("policy", "-m", "workers.policy", "--task=lift",
-                   f"--checkpoint={tmp_path}/nothing", *bus_args(bus_cfg))
+    worker = procs(
+        "policy",
+        "-m",
+        "workers.policy",
+        "--task=lift",
+        f"--checkpoint={tmp_path}/nothing",
+        *bus_args(bus_cfg),
+    )
     assert worker.popen.wait(240) == 2
     assert "checkpoint not found" in worker.output()

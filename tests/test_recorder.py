@@ -34,8 +34,17 @@ from drivers.frame_clock import EpisodeClock
 from conftest import REPO, bus_args, wait_until
 
 LIFT = REPO / "datasets" / "lift"
-FAULTS = ["mid-episode", "tasks", "data", "video", "info-torn", "stats", "index",
-          "before-commit", "first"]
+FAULTS = [
+    "mid-episode",
+    "tasks",
+    "data",
+    "video",
+    "info-torn",
+    "stats",
+    "index",
+    "before-commit",
+    "first",
+]
 
 
 # ---------------------------------------------------------------------------- frame clock
@@ -133,9 +142,13 @@ def states_of(ds) -> np.ndarray:
 def killed(tmp_path_factory) -> Path:
     """One dataset copy per fault point, each left by a writer SIGKILLed there."""
     work = tmp_path_factory.mktemp("faults")
-    out = subprocess.run([sys.executable, str(Path(__file__).parent / "recorder_faults.py"),
-                          str(work), *FAULTS], cwd=REPO, capture_output=True, text=True,
-                         timeout=300)
+    out = subprocess.run(
+        [sys.executable, str(Path(__file__).parent / "recorder_faults.py"), str(work), *FAULTS],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
     assert [r["scenario"] for r in results] == FAULTS, out.stdout + out.stderr
     for r in results:
@@ -155,8 +168,9 @@ def test_sigkill_during_an_episode_or_its_save_loses_only_that_episode(killed, f
     elif fault == "mid-episode":
         assert any("video of an unfinished episode" in a for a in actions), actions
     else:
-        assert any(f"rolled back the unfinished save of episode {before}" in a
-                   for a in actions), actions
+        assert any(f"rolled back the unfinished save of episode {before}" in a for a in actions), (
+            actions
+        )
     assert not (root / JOURNAL_DIR).exists()
     # The episodes saved before the kill are all there; appending works and they stay intact.
     rf.record(writer, before)
@@ -165,7 +179,7 @@ def test_sigkill_during_an_episode_or_its_save_loses_only_that_episode(killed, f
     assert ds.meta.total_episodes == before + 1
     expected = np.concatenate([rf.episode_state(e) for e in range(before + 1)])
     np.testing.assert_array_equal(states_of(ds), expected)
-    last = (ds[len(ds) - 1]["observation.images.front"].numpy().transpose(1, 2, 0) * 255)
+    last = ds[len(ds) - 1]["observation.images.front"].numpy().transpose(1, 2, 0) * 255
     assert np.abs(last - rf.episode_image(before, rf.FRAMES - 1)).mean() < 6
 
 
@@ -200,8 +214,12 @@ def small_filesystem(path: Path, size: str, readonly: bool = False):
     if os.geteuid() != 0 or shutil.which("mount") is None:
         pytest.skip("needs root to mount a small filesystem")
     opts = f"size={size}" + (",ro" if readonly else "")
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
-                      capture_output=True).returncode != 0:
+    if (
+        subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
+        ).returncode
+        != 0
+    ):
         pytest.skip("mounting a tmpfs is not permitted here")
     try:
         yield path
@@ -223,8 +241,12 @@ def test_disk_full_on_a_real_small_filesystem(tmp_path) -> None:
                 for k in range(rf.FRAMES):
                     noise = rng.integers(0, 255, (*rf.HW, 3), dtype=np.uint8)  # hard to encode
                     t = 1e9 + ep * 10 + k / 30
-                    writer.add({"front": noise}, [rf.episode_state(ep)[k]], [None],
-                               {"camera/front": t, "state/arm": t})
+                    writer.add(
+                        {"front": noise},
+                        [rf.episode_state(ep)[k]],
+                        [None],
+                        {"camera/front": t, "state/arm": t},
+                    )
                 writer.end()
                 saved += 1
         writer.close()
@@ -233,19 +255,22 @@ def test_disk_full_on_a_real_small_filesystem(tmp_path) -> None:
         ds = load(root)
         assert ds.meta.total_episodes == saved
         np.testing.assert_array_equal(
-            states_of(ds), np.concatenate([rf.episode_state(e) for e in range(saved)]))
+            states_of(ds), np.concatenate([rf.episode_state(e) for e in range(saved)])
+        )
 
 
 def test_features_that_differ_are_named() -> None:
     info = json.loads((LIFT / "meta" / "info.json").read_text())
-    sort = DatasetSpec(fps=30, cameras=["front", "left_wrist", "right_wrist"],
-                       arms=["left_arm", "right_arm"])
+    sort = DatasetSpec(
+        fps=30, cameras=["front", "left_wrist", "right_wrist"], arms=["left_arm", "right_arm"]
+    )
     diffs = " ".join(feature_differences(info, 30, sort))
     assert "observation.images.left_wrist" in diffs and "observation.state: shape [6]" in diffs
     lift = DatasetSpec(fps=30, cameras=["front"], arms=["arm"])
     assert feature_differences(info, 30, lift) == []
     assert feature_differences(info, 30, lift, {"front": (240, 320)}) == [
-        "observation.images.front: shape [480, 640, 3] in the folder, [240, 320, 3] here"]
+        "observation.images.front: shape [480, 640, 3] in the folder, [240, 320, 3] here"
+    ]
     assert lift.names[0] == "shoulder_pan.pos" and sort.names[6] == "right_shoulder_pan.pos"
 
 
@@ -272,8 +297,7 @@ def test_refuses_a_mismatched_or_unwritable_folder(tmp_path, bus_cfg, procs) -> 
         if unwritable is None and os.geteuid() != 0:
             (tmp_path / "ro").chmod(0o555)
             stack.callback((tmp_path / "ro").chmod, 0o755)
-            unwritable = start_recorder(procs, bus_cfg, tmp_path / "ro" / "lift",
-                                        name="unwritable")
+            unwritable = start_recorder(procs, bus_cfg, tmp_path / "ro" / "lift", name="unwritable")
         for proc in (mismatch, unwritable):
             if proc is not None:
                 wait_until(lambda p=proc: p.popen.poll() is not None, what="the refusal")
@@ -315,9 +339,12 @@ def echo_actions(cfg: BusConfig, stop: threading.Event) -> None:
         while not stop.is_set():
             msg = sub.recv(0.1)
             if msg is not None:
-                pub.publish("action/arm", {"goal": msg.arrays["position"] + np.float32(1)},
-                            {"t_exec": msg.t_cap, "t_obs": msg.t_cap, "episode": -1},
-                            t_cap=msg.t_cap)
+                pub.publish(
+                    "action/arm",
+                    {"goal": msg.arrays["position"] + np.float32(1)},
+                    {"t_exec": msg.t_cap, "t_obs": msg.t_cap, "episode": -1},
+                    t_cap=msg.t_cap,
+                )
         pub.close(linger=0)
 
 
@@ -332,10 +359,21 @@ def test_records_replayed_episodes_exactly(tmp_path, bus_cfg, hub, procs) -> Non
     controller.start()
     try:
         recorder.wait_for_output("ready:", timeout=90)
-        replay = procs("replay", "-m", "workers.replay", "--task=lift", "--episodes=[0,1]",
-                       "--loop=false", "--wait_for_listeners=30", *bus_args(bus_cfg))
-        wait_until(lambda: saved_count(recorder) == 2 or recorder.popen.poll() is not None,
-                   timeout=120, what="two saved episodes")
+        replay = procs(
+            "replay",
+            "-m",
+            "workers.replay",
+            "--task=lift",
+            "--episodes=[0,1]",
+            "--loop=false",
+            "--wait_for_listeners=30",
+            *bus_args(bus_cfg),
+        )
+        wait_until(
+            lambda: saved_count(recorder) == 2 or recorder.popen.poll() is not None,
+            timeout=120,
+            what="two saved episodes",
+        )
         assert replay.popen.wait(30) == 0, replay.output()
     finally:
         stop.set()
@@ -377,7 +415,7 @@ def test_records_replayed_episodes_exactly(tmp_path, bus_cfg, hub, procs) -> Non
         filled = int(np.argmax(from_bus))
         assert np.all(from_bus[filled:]) and report["actions_from_state"] == filled
         np.testing.assert_array_equal(action[filled:], state[filled:] + np.float32(1))
-        np.testing.assert_array_equal(action[:filled], state[1:filled + 1])
+        np.testing.assert_array_equal(action[:filled], state[1 : filled + 1])
         # Frames as published, up to h264 (re-encoded once more here).
         for k in (0, len(rows) // 2, len(rows) - 1):
             img = ds[int(rows[k])]["observation.images.front"].numpy().transpose(1, 2, 0) * 255
@@ -385,8 +423,9 @@ def test_records_replayed_episodes_exactly(tmp_path, bus_cfg, hub, procs) -> Non
     ref.close()
 
 
-def test_sigkill_while_recording_and_while_saving_then_resume(tmp_path, bus_cfg, hub,
-                                                              procs) -> None:
+def test_sigkill_while_recording_and_while_saving_then_resume(
+    tmp_path, bus_cfg, hub, procs
+) -> None:
     from drivers.replay import DatasetReplay
 
     root = tmp_path / "rec" / "lift"
@@ -394,8 +433,17 @@ def test_sigkill_while_recording_and_while_saving_then_resume(tmp_path, bus_cfg,
     args = ("--task=lift", "--fps=60", "--action=state")
     first = start_recorder(procs, bus_cfg, root, *args, name="rec-a")
     first.wait_for_output("ready:", timeout=90)
-    procs("replay", "-m", "workers.replay", "--task=lift", "--episodes=[0,1]", "--loop=true",
-          "--speed=2", "--wait_for_listeners=30", *bus_args(bus_cfg))
+    procs(
+        "replay",
+        "-m",
+        "workers.replay",
+        "--task=lift",
+        "--episodes=[0,1]",
+        "--loop=true",
+        "--speed=2",
+        "--wait_for_listeners=30",
+        *bus_args(bus_cfg),
+    )
 
     # 1. Killed while recording: the next episode's videos are being encoded as it goes.
     wait_until(lambda: saved_count(first) == 1, timeout=120, what="a first saved episode")
@@ -406,8 +454,12 @@ def test_sigkill_while_recording_and_while_saving_then_resume(tmp_path, bus_cfg,
     second = start_recorder(procs, bus_cfg, root, *args, name="rec-b")
     second.wait_for_output("ready:", timeout=90)
     assert "deleted the video of an unfinished episode" in second.output()
-    wait_until(lambda: (root / JOURNAL_DIR / "journal.json").exists(), timeout=60,
-               interval=0.002, what="a save in progress")
+    wait_until(
+        lambda: (root / JOURNAL_DIR / "journal.json").exists(),
+        timeout=60,
+        interval=0.002,
+        what="a save in progress",
+    )
     second.stop(signal.SIGKILL)
 
     # 3. Restarted: recovers whatever was half-saved, appends.
@@ -429,16 +481,18 @@ def test_sigkill_while_recording_and_while_saving_then_resume(tmp_path, bus_cfg,
     episode_index = np.asarray(hf["episode_index"])
     for ep in range(ds.meta.total_episodes):
         report = json.loads((root / "meta" / "recorder" / f"episode_{ep:06d}.json").read_text())
-        state = np.stack([hf[int(r)]["observation.state"] for r in
-                          np.flatnonzero(episode_index == ep)])
+        state = np.stack(
+            [hf[int(r)]["observation.state"] for r in np.flatnonzero(episode_index == ep)]
+        )
         gt = truth[report["bus_episode"]]
         # Each recorded state is the replay's, in order (repeats allowed where frames were).
         j = 0
         for row in state:
             while not np.array_equal(gt[j], row):
                 j += 1
-                assert j < len(gt), f"episode {ep}: states not from bus episode " \
-                                    f"{report['bus_episode']}"
+                assert j < len(gt), (
+                    f"episode {ep}: states not from bus episode {report['bus_episode']}"
+                )
         assert len(state) == report["frames"]
         ds[int(np.flatnonzero(episode_index == ep)[-1])]  # the video decodes to the last frame
 
@@ -465,8 +519,9 @@ class HeldWriter:
         from drivers.dataset_writer import SavedEpisode
 
         self.episodes.append(self.frames)
-        return SavedEpisode(len(self.episodes) - 1, self.frames,
-                            {**report, "frames": self.frames}, 0.0)
+        return SavedEpisode(
+            len(self.episodes) - 1, self.frames, {**report, "frames": self.frames}, 0.0
+        )
 
     def abort(self):
         pass
@@ -509,8 +564,11 @@ def test_a_full_backlog_cuts_the_episode_and_refuses_new_ones_until_it_drains() 
         for k in range(n):
             t = t0 + k / 30
             rec.on_message(Message("camera/front", {"image": image}, {}, src="cam", t_cap=t))
-            rec.on_message(Message("state/arm", {"position": np.zeros(6, np.float32)}, {},
-                                   src="servo", t_cap=t))
+            rec.on_message(
+                Message(
+                    "state/arm", {"position": np.zeros(6, np.float32)}, {}, src="servo", t_cap=t
+                )
+            )
             rec.tick(t)
 
     # Teleoperation markers: event/record {command}.
@@ -534,6 +592,8 @@ def test_a_full_backlog_cuts_the_episode_and_refuses_new_ones_until_it_drains() 
     marker("event/record", 104.0, command="start", task="lift")
     frames(104.0, 10)
     marker("event/record", 105.0, command="stop")
-    wait_until(lambda: (rec.tick(106.5), events.states().count("saved") == 2)[1],
-               what="the next episode saved")
+    wait_until(
+        lambda: (rec.tick(106.5), events.states().count("saved") == 2)[1],
+        what="the next episode saved",
+    )
     background.close(10)

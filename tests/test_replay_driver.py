@@ -34,16 +34,27 @@ def _small_frame(ep: int, t: int) -> dict:
     # Flat grey levels survive lossy video well: each frame's level identifies it.
     img = np.full((96, 128, 3), _level(ep, t), np.uint8)
     state = np.array([ep, t, -t, 0.5 * t], np.float32)
-    return {"observation.images.top": img, "observation.state": state,
-            "action": state + 1, "task": "test"}
+    return {
+        "observation.images.top": img,
+        "observation.state": state,
+        "action": state + 1,
+        "task": "test",
+    }
 
 
-def _create(root: Path, features: dict, lengths: tuple[int, ...], frame,
-            use_videos: bool = True) -> None:
+def _create(
+    root: Path, features: dict, lengths: tuple[int, ...], frame, use_videos: bool = True
+) -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
-    ds = LeRobotDataset.create("local/test", fps=30, features=features, root=root,
-                               use_videos=use_videos, video_backend="pyav")
+    ds = LeRobotDataset.create(
+        "local/test",
+        fps=30,
+        features=features,
+        root=root,
+        use_videos=use_videos,
+        video_backend="pyav",
+    )
     for ep, n in enumerate(lengths):
         for t in range(n):
             ds.add_frame(frame(ep, t))
@@ -56,12 +67,20 @@ def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 unprefixed joints and one 96x128 camera `top`, lerobot's default (AV1) encoder."""
     root = tmp_path_factory.mktemp("small") / "ds"
     joint = {"dtype": "float32", "shape": (4,), "names": SMALL_JOINTS}
-    _create(root, {
-        "observation.state": joint,
-        "action": joint,
-        "observation.images.top": {"dtype": "video", "shape": (96, 128, 3),
-                                   "names": ["height", "width", "channels"]},
-    }, SMALL_LENGTHS, _small_frame)
+    _create(
+        root,
+        {
+            "observation.state": joint,
+            "action": joint,
+            "observation.images.top": {
+                "dtype": "video",
+                "shape": (96, 128, 3),
+                "names": ["height", "width", "channels"],
+            },
+        },
+        SMALL_LENGTHS,
+        _small_frame,
+    )
     return root
 
 
@@ -79,10 +98,19 @@ def _replay_threads() -> list[threading.Thread]:
 def test_lift_metadata(lift: DatasetReplay) -> None:
     assert lift.fps == 30
     assert lift.cameras == {"front": (480, 640)}
-    assert lift.arms == {"arm": ["shoulder_pan.pos", "shoulder_lift.pos", "elbow_flex.pos",
-                                 "wrist_flex.pos", "wrist_roll.pos", "gripper.pos"]}
-    assert lift.episodes == list(range(json.loads(
-        (LIFT / "meta" / "info.json").read_text())["total_episodes"]))
+    assert lift.arms == {
+        "arm": [
+            "shoulder_pan.pos",
+            "shoulder_lift.pos",
+            "elbow_flex.pos",
+            "wrist_flex.pos",
+            "wrist_roll.pos",
+            "gripper.pos",
+        ]
+    }
+    assert lift.episodes == list(
+        range(json.loads((LIFT / "meta" / "info.json").read_text())["total_episodes"])
+    )
 
 
 def test_lift_episode_plays_in_order(lift: DatasetReplay) -> None:
@@ -95,8 +123,7 @@ def test_lift_episode_plays_in_order(lift: DatasetReplay) -> None:
     steps = list(lift.steps(ep))
     assert len(steps) == lift.num_frames(ep) == rows.sum()
     assert [s.index for s in steps] == list(range(len(steps)))
-    np.testing.assert_allclose([s.timestamp for s in steps], np.arange(len(steps)) / 30,
-                               atol=1e-5)
+    np.testing.assert_allclose([s.timestamp for s in steps], np.arange(len(steps)) / 30, atol=1e-5)
     for s in steps:
         img = s.images["front"]
         assert img.shape == (480, 640, 3) and img.dtype == np.uint8 and img.flags.c_contiguous
@@ -108,11 +135,14 @@ def test_lift_episode_plays_in_order(lift: DatasetReplay) -> None:
     np.testing.assert_array_equal(np.stack([s.actions["arm"] for s in steps]), recorded)
     # The decoded pictures are this episode's, frame for frame (video is lossy: small error).
     rendered = list(episode_arrays("lift", 0, ep).frames)
-    err = [np.abs(steps[t].images["front"].astype(int) - rendered[t]["front"]).mean()
-           for t in (0, len(steps) // 2, len(steps) - 1)]
+    err = [
+        np.abs(steps[t].images["front"].astype(int) - rendered[t]["front"]).mean()
+        for t in (0, len(steps) // 2, len(steps) - 1)
+    ]
     assert max(err) < 3.0, err
-    off_by_some = np.abs(steps[len(steps) // 2].images["front"].astype(int)
-                         - rendered[len(steps) // 2 + 8]["front"]).mean()
+    off_by_some = np.abs(
+        steps[len(steps) // 2].images["front"].astype(int) - rendered[len(steps) // 2 + 8]["front"]
+    ).mean()
     assert off_by_some > max(err)
 
 
@@ -139,16 +169,28 @@ def test_other_dataset_names_and_sizes(small: Path) -> None:
 def test_image_dataset_without_action(tmp_path: Path) -> None:
     # Cameras stored as images in the parquet (use_videos=False), channel-first, no action.
     root = tmp_path / "img"
-    _create(root, {
-        "observation.state": {"dtype": "float32", "shape": (2,),
-                              "names": ["left_x.pos", "right_x.pos"]},
-        "observation.images.cam": {"dtype": "image", "shape": (3, 20, 30),
-                                   "names": ["channels", "height", "width"]},
-    }, (3, 4), lambda ep, t: {
-        "observation.state": np.array([ep, t], np.float32),
-        "observation.images.cam": np.full((20, 30, 3), 10 * t + 100 * ep, np.uint8),
-        "task": "t",
-    }, use_videos=False)
+    _create(
+        root,
+        {
+            "observation.state": {
+                "dtype": "float32",
+                "shape": (2,),
+                "names": ["left_x.pos", "right_x.pos"],
+            },
+            "observation.images.cam": {
+                "dtype": "image",
+                "shape": (3, 20, 30),
+                "names": ["channels", "height", "width"],
+            },
+        },
+        (3, 4),
+        lambda ep, t: {
+            "observation.state": np.array([ep, t], np.float32),
+            "observation.images.cam": np.full((20, 30, 3), 10 * t + 100 * ep, np.uint8),
+            "task": "t",
+        },
+        use_videos=False,
+    )
     replay = DatasetReplay(root)
     assert replay.cameras == {"cam": (20, 30)}
     assert replay.arms == {"left_arm": ["x.pos"], "right_arm": ["x.pos"]}
@@ -193,7 +235,8 @@ def test_two_arm_split() -> None:
     step = next(replay.steps(2))
     assert {k: v.shape for k, v in step.states.items()} == {"left_arm": (6,), "right_arm": (6,)}
     assert {k: v.shape for k, v in step.images.items()} == {
-        k: (480, 640, 3) for k in ("front", "left_wrist", "right_wrist")}
+        k: (480, 640, 3) for k in ("front", "left_wrist", "right_wrist")
+    }
     replay.close()
     assert _replay_threads() == []
 
@@ -240,9 +283,16 @@ def test_damaged_video_is_reported_to_the_consumer(small: Path, tmp_path: Path) 
 def test_no_camera(tmp_path: Path) -> None:
     joint = {"dtype": "float32", "shape": (2,), "names": ["x", "y"]}
     root = tmp_path / "blind"
-    _create(root, {"observation.state": joint, "action": joint}, (3,),
-            lambda ep, t: {"observation.state": np.zeros(2, np.float32),
-                           "action": np.zeros(2, np.float32), "task": "t"})
+    _create(
+        root,
+        {"observation.state": joint, "action": joint},
+        (3,),
+        lambda ep, t: {
+            "observation.state": np.zeros(2, np.float32),
+            "action": np.zeros(2, np.float32),
+            "task": "t",
+        },
+    )
     with pytest.raises(ReplayError, match="no camera feature"):
         DatasetReplay(root)
 

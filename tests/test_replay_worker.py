@@ -16,8 +16,15 @@ LIFT = REPO / "datasets" / "lift"
 
 
 def start_replay(procs, cfg: BusConfig, *extra: str):
-    proc = procs("replay", "-m", "workers.replay", "--loop=false", "--wait_for_listeners=30",
-                 *extra, *bus_args(cfg))
+    proc = procs(
+        "replay",
+        "-m",
+        "workers.replay",
+        "--loop=false",
+        "--wait_for_listeners=30",
+        *extra,
+        *bus_args(cfg),
+    )
     return proc
 
 
@@ -25,8 +32,10 @@ def collect_episode(sub: Subscriber, proc, on_message=None) -> list:
     """Messages from the start marker to the stop marker of one episode."""
     got, started = [], False
     while True:
-        msg = wait_until(lambda: sub.recv(0.5) or (proc.popen.poll() is not None and "exit"),
-                         what="replay messages")
+        msg = wait_until(
+            lambda: sub.recv(0.5) or (proc.popen.poll() is not None and "exit"),
+            what="replay messages",
+        )
         assert msg != "exit", proc.output()
         if msg.topic == "event/episode" and msg.data["phase"] == "start":
             started = True
@@ -56,11 +65,18 @@ def test_every_frame_of_an_episode_in_order_at_the_dataset_rate(bus_cfg, hub, pr
     recorded = ref.recorded_actions(1)["arm"]
     assert len(states) == n == recorded.shape[0]
     expected = [s.states["arm"] for s in ref.steps(1)]
-    np.testing.assert_array_equal(np.stack([m.arrays["position"] for m in states]),
-                                  np.stack(expected))
+    np.testing.assert_array_equal(
+        np.stack([m.arrays["position"] for m in states]), np.stack(expected)
+    )
     assert states[0].data["names"][0] == "shoulder_pan.pos"
-    assert msgs[0].data == {"phase": "start", "episode": 1, "task": "lift", "source": "replay",
-                            "frames": n, "fps": 30}
+    assert msgs[0].data == {
+        "phase": "start",
+        "episode": 1,
+        "task": "lift",
+        "source": "replay",
+        "frames": n,
+        "fps": 30,
+    }
     ref.close()
 
 
@@ -79,29 +95,39 @@ def test_open_loop_error_against_known_actions(bus_cfg, hub, procs) -> None:
     recorded = ref.recorded_actions(0)["arm"]
     ref.close()
     offset = np.array([0.5, 1.0, 1.5, 2.0, 2.5, 3.0], np.float32)
-    with Subscriber(bus_cfg, ["state/", "event/"], mode="every") as sub, \
-            Publisher(bus_cfg, "test-control") as pub:
+    with (
+        Subscriber(bus_cfg, ["state/", "event/"], mode="every") as sub,
+        Publisher(bus_cfg, "test-control") as pub,
+    ):
         frame = {"i": 0}
 
         def command(msg) -> None:
             # Answer every state with the recorded action for that frame, plus a known offset,
             # to be executed at the state's own time.
             if msg.topic == "state/arm":
-                pub.publish("action/arm", {"goal": recorded[frame["i"]] + offset},
-                            {"t_exec": msg.t_cap})
+                pub.publish(
+                    "action/arm", {"goal": recorded[frame["i"]] + offset}, {"t_exec": msg.t_cap}
+                )
                 frame["i"] += 1
 
         proc = start_replay(procs, bus_cfg, "--task=lift", "--episodes=[0]")
         msgs = collect_episode(sub, proc, command)
-        report = wait_until(lambda: next((m for m in msgs if m.topic == "event/open_loop"), None)
-                            or (m := sub.recv(0.5)) and m.topic == "event/open_loop" and m,
-                            what="the open-loop report")
+        report = wait_until(
+            lambda: (
+                next((m for m in msgs if m.topic == "event/open_loop"), None)
+                or (m := sub.recv(0.5))
+                and m.topic == "event/open_loop"
+                and m
+            ),
+            what="the open-loop report",
+        )
     report = report.data
     assert report["episode"] == 0
     assert report["actions"]["arm"] >= recorded.shape[0] - 2  # the last may miss the episode
     np.testing.assert_allclose(report["rmse_per_joint"]["arm"], offset, atol=1e-3)
-    assert report["rmse"] == pytest.approx(float(np.sqrt(np.mean(offset.astype(float) ** 2))),
-                                           abs=1e-3)
+    assert report["rmse"] == pytest.approx(
+        float(np.sqrt(np.mean(offset.astype(float) ** 2))), abs=1e-3
+    )
     proc.wait_for_output("open-loop error vs recorded actions: RMSE")
 
 
@@ -128,14 +154,30 @@ def test_plays_a_dataset_with_other_cameras_and_sizes(bus_cfg, hub, procs, tmp_p
 
     root = tmp_path / "other"
     joint = {"dtype": "float32", "shape": (4,), "names": ["a.pos", "b.pos", "c.pos", "d.pos"]}
-    ds = LeRobotDataset.create("local/other", fps=15, root=root, video_backend="pyav", features={
-        "observation.state": joint, "action": joint,
-        "observation.images.top": {"dtype": "video", "shape": (72, 96, 3),
-                                   "names": ["height", "width", "channels"]}})
+    ds = LeRobotDataset.create(
+        "local/other",
+        fps=15,
+        root=root,
+        video_backend="pyav",
+        features={
+            "observation.state": joint,
+            "action": joint,
+            "observation.images.top": {
+                "dtype": "video",
+                "shape": (72, 96, 3),
+                "names": ["height", "width", "channels"],
+            },
+        },
+    )
     for t in range(10):
-        ds.add_frame({"observation.images.top": np.full((72, 96, 3), 20 * t, np.uint8),
-                      "observation.state": np.full(4, t, np.float32),
-                      "action": np.full(4, t + 1, np.float32), "task": "other"})
+        ds.add_frame(
+            {
+                "observation.images.top": np.full((72, 96, 3), 20 * t, np.uint8),
+                "observation.state": np.full(4, t, np.float32),
+                "action": np.full(4, t + 1, np.float32),
+                "task": "other",
+            }
+        )
     ds.save_episode()
     ds.finalize()
     with Subscriber(bus_cfg, ["camera/", "state/", "event/episode"], mode="every") as sub:

@@ -182,8 +182,12 @@ def test_commands_never_leave_the_limits_or_jump() -> None:
 
 def test_joint_limits_only_narrow_the_calibrated_range() -> None:
     names = ["a", "b", "c"]
-    lower, upper = joint_limits(names, np.array([-100.0, -100, 0]), np.array([100.0, 100, 100]),
-                                {"a": [-50, 200], "c": [10, 80]})
+    lower, upper = joint_limits(
+        names,
+        np.array([-100.0, -100, 0]),
+        np.array([100.0, 100, 100]),
+        {"a": [-50, 200], "c": [10, 80]},
+    )
     np.testing.assert_array_equal(lower, [-50, -100, 10])
     np.testing.assert_array_equal(upper, [100, 100, 80])
     with pytest.raises(ValueError, match="unknown joint"):

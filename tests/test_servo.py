@@ -48,35 +48,58 @@ def raw_to_deg(raw: float) -> float:
 def calibration(tmp_path: Path) -> Path:
     """A calibration file in lerobot's format (homing offsets as lerobot would have written)."""
     path = tmp_path / "follower.json"
-    path.write_text(json.dumps({
-        joint: {"id": i + 1, "drive_mode": 0, "homing_offset": -17 * (i + 1),
-                "range_min": RANGE_MIN, "range_max": RANGE_MAX}
-        for i, joint in enumerate(JOINTS)
-    }, indent=4))
+    path.write_text(
+        json.dumps(
+            {
+                joint: {
+                    "id": i + 1,
+                    "drive_mode": 0,
+                    "homing_offset": -17 * (i + 1),
+                    "range_min": RANGE_MIN,
+                    "range_max": RANGE_MAX,
+                }
+                for i, joint in enumerate(JOINTS)
+            },
+            indent=4,
+        )
+    )
     return path
 
 
 @pytest.fixture
 def emulator(tmp_path: Path):
-    with FeetechEmulator(link=tmp_path / "ttyACM-emu", positions=dict.fromkeys(range(1, 7),
-                                                                                START_RAW)) as emu:
+    with FeetechEmulator(
+        link=tmp_path / "ttyACM-emu", positions=dict.fromkeys(range(1, 7), START_RAW)
+    ) as emu:
         yield emu
 
 
 def write_config(tmp_path: Path, bus_cfg: BusConfig, arms: dict, **servo: object) -> Path:
     path = tmp_path / "robot.yaml"
-    path.write_text(yaml.safe_dump({
-        "bus": bus_cfg.endpoints(),
-        "arms": arms,
-        "servo": {"rate_hz": 50, **servo},
-        "health_interval_s": 0.2,
-    }))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "bus": bus_cfg.endpoints(),
+                "arms": arms,
+                "servo": {"rate_hz": 50, **servo},
+                "health_interval_s": 0.2,
+            }
+        )
+    )
     return path
 
 
 def feetech_arm(emulator: FeetechEmulator, calibration: Path, **extra: object) -> dict:
-    return {"arm": {"driver": "feetech", "port": emulator.port, "calibration": str(calibration),
-                    "reconnect_backoff_s": 0.2, "reconnect_backoff_max_s": 0.5, **extra}}
+    return {
+        "arm": {
+            "driver": "feetech",
+            "port": emulator.port,
+            "calibration": str(calibration),
+            "reconnect_backoff_s": 0.2,
+            "reconnect_backoff_max_s": 0.5,
+            **extra,
+        }
+    }
 
 
 def start_servo(procs: Callable[..., Proc], config: Path) -> Proc:
@@ -113,8 +136,14 @@ class Probe:
     def wait_hold(self, holding: bool, contains: str = "", arm: str = "arm") -> dict:
         def found() -> dict | None:
             self.poll()
-            return next((h for h in self.holds if h["arm"] == arm and h["holding"] == holding
-                         and contains in h["reason"]), None)
+            return next(
+                (
+                    h
+                    for h in self.holds
+                    if h["arm"] == arm and h["holding"] == holding and contains in h["reason"]
+                ),
+                None,
+            )
 
         return wait_until(found, what=f"hold event holding={holding} {contains!r}")
 
@@ -138,8 +167,11 @@ class GoalStream:
     def send(self, goal: object, t_exec: float | None = None) -> None:
         """One goal message, exactly as given (for malformed ones)."""
         with self._lock:
-            self._pub.publish(self.topic, {"goal": np.asarray(goal, dtype=np.float32)},
-                              {"t_exec": clock.now() if t_exec is None else t_exec})
+            self._pub.publish(
+                self.topic,
+                {"goal": np.asarray(goal, dtype=np.float32)},
+                {"t_exec": clock.now() if t_exec is None else t_exec},
+            )
 
     def _run(self) -> None:
         while not self._stop.wait(0.02):
@@ -180,9 +212,11 @@ def goal_register(emulator: FeetechEmulator, id_: int = 1) -> int:
 def test_state_calibration_clamping_rejections_and_hold_on_exit(
     tmp_path, bus_cfg, emulator, calibration, procs, probe, goals
 ) -> None:
-    config = write_config(tmp_path, bus_cfg,
-                          feetech_arm(emulator, calibration, limits={"shoulder_pan": [-30, 30]},
-                                      max_step=20.0))
+    config = write_config(
+        tmp_path,
+        bus_cfg,
+        feetech_arm(emulator, calibration, limits={"shoulder_pan": [-30, 30]}, max_step=20.0),
+    )
     servo = start_servo(procs, config)
 
     state = wait_until(probe.state, what="state/arm")
@@ -208,8 +242,10 @@ def test_state_calibration_clamping_rejections_and_hold_on_exit(
     rejected = {"length": np.zeros(5), "stale": np.zeros(6)}
     for reason, goal in rejected.items():
         stream.send(goal, t_exec=clock.now() - 5.0 if reason == "stale" else None)
-        wait_until(lambda r=reason: probe.arm().get("goals_rejected", {}).get(r, 0) >= 1,
-                   what=f"a {reason} goal rejected")
+        wait_until(
+            lambda r=reason: probe.arm().get("goals_rejected", {}).get(r, 0) >= 1,
+            what=f"a {reason} goal rejected",
+        )
     stream.send(np.array([0, np.nan, 0, 0, 0, 0]))  # refused by the bus schema already
     wait_until(lambda: probe.health().get("bad_messages", 0) >= 1, what="NaN goal dropped")
     assert abs(goal_register(emulator) - clamped) <= 1  # none of them moved the arm
@@ -227,8 +263,13 @@ def test_watchdog_hold_smooth_resume_and_estop_latch(
     tmp_path, bus_cfg, emulator, calibration, procs, probe, goals
 ) -> None:
     max_step = 4.0
-    config = write_config(tmp_path, bus_cfg, feetech_arm(emulator, calibration, max_step=max_step),
-                          watchdog_s=0.3, resume_ramp_s=0.5)
+    config = write_config(
+        tmp_path,
+        bus_cfg,
+        feetech_arm(emulator, calibration, max_step=max_step),
+        watchdog_s=0.3,
+        resume_ramp_s=0.5,
+    )
     start_servo(procs, config)
     stream = goals()
     stream.goal = np.array([20.0, 0, 0, 0, 0, 50])
@@ -253,8 +294,10 @@ def test_watchdog_hold_smooth_resume_and_estop_latch(
         probe.wait_hold(True, "e-stop: test")
         stopped_at = goal_register(emulator)
         stream.goal = np.array([40.0, 0, 0, 0, 0, 50])  # goals keep coming: ignored
-        wait_until(lambda: probe.arm().get("goals_rejected", {}).get("estop", 0) >= 5,
-                   what="goals refused during the e-stop")
+        wait_until(
+            lambda: probe.arm().get("goals_rejected", {}).get("estop", 0) >= 5,
+            what="goals refused during the e-stop",
+        )
         assert goal_register(emulator) == stopped_at and probe.arm()["estop"]
 
         estop.publish("event/estop", data={"engaged": False, "reason": "clear", "source": "test"})
@@ -265,8 +308,7 @@ def test_watchdog_hold_smooth_resume_and_estop_latch(
 def test_serial_faults_are_retried_and_a_lost_port_reopened(
     tmp_path, bus_cfg, emulator, calibration, procs, probe
 ) -> None:
-    config = write_config(tmp_path, bus_cfg, feetech_arm(emulator, calibration),
-                          on_exit="release")
+    config = write_config(tmp_path, bus_cfg, feetech_arm(emulator, calibration), on_exit="release")
     servo = start_servo(procs, config)
     wait_until(probe.state, what="state/arm")
 
@@ -283,15 +325,20 @@ def test_serial_faults_are_retried_and_a_lost_port_reopened(
     retries = serial()["retries"]
     emulator.corrupt_next(1)
     emulator.silence_next(1)
-    wait_until(lambda: emulator.faults_pending() == 0 and serial()["retries"] >= retries + 2,
-               what="retries after a corrupt and a missing reply")
+    wait_until(
+        lambda: emulator.faults_pending() == 0 and serial()["retries"] >= retries + 2,
+        what="retries after a corrupt and a missing reply",
+    )
     wait_state_flowing("state flowing after the faults")
 
     reconnects = serial()["reconnects"]
     emulator.missing.add(3)  # a motor stops answering: reads fail, reconnects fail the handshake
-    wait_until(lambda: not (s := serial())["connected"]
-               and "Missing motor IDs: - 3" in (s["last_error"] or ""),
-               what="missing motor 3 reported, arm disconnected")
+    wait_until(
+        lambda: (
+            not (s := serial())["connected"] and "Missing motor IDs: - 3" in (s["last_error"] or "")
+        ),
+        what="missing motor 3 reported, arm disconnected",
+    )
     assert serial()["errors"] >= 5
     emulator.missing.clear()
     wait_until(lambda: serial()["reconnects"] > reconnects, what="reconnected")
@@ -311,8 +358,10 @@ def test_serial_faults_are_retried_and_a_lost_port_reopened(
 
 # -- the sim driver: closed loop without hardware ----------------------------------------------
 def test_two_sim_arms_follow_goals_within_limits(tmp_path, bus_cfg, procs, probe, goals) -> None:
-    arms = {"left_arm": {"driver": "sim", "sim_time_constant_s": 0.05},
-            "right_arm": {"driver": "sim", "limits": {"gripper": [0, 60]}}}
+    arms = {
+        "left_arm": {"driver": "sim", "sim_time_constant_s": 0.05},
+        "right_arm": {"driver": "sim", "limits": {"gripper": [0, 60]}},
+    }
     start_servo(procs, write_config(tmp_path, bus_cfg, arms, rate_hz=100))
     left, right = goals("left_arm"), goals("right_arm")
     left.goal = np.array([30.0, -20, 10, 0, 5, 40])
@@ -333,8 +382,9 @@ def test_estop_survives_a_crash_of_the_servo_process(
     tmp_path, bus_cfg, procs, probe, goals
 ) -> None:
     latch = tmp_path / "run" / "estop-latch.json"
-    config = write_config(tmp_path, bus_cfg, {"arm": {"driver": "sim"}},
-                          estop_latch_file=str(latch))
+    config = write_config(
+        tmp_path, bus_cfg, {"arm": {"driver": "sim"}}, estop_latch_file=str(latch)
+    )
     servo = start_servo(procs, config)
     stream = goals()
     stream.goal = np.array([10.0, 0, 0, 0, 0, 50])
@@ -360,8 +410,10 @@ def test_estop_survives_a_crash_of_the_servo_process(
         assert arm["estop"] and arm["goals_applied"] == 0
 
         estop.publish("event/estop", data={"engaged": False, "reason": "cell clear"})
-        wait_until(lambda: (msg := probe.state()) is not None
-                   and msg.arrays["position"][0] < -20, what="moving after the clear")
+        wait_until(
+            lambda: (msg := probe.state()) is not None and msg.arrays["position"][0] < -20,
+            what="moving after the clear",
+        )
         assert not latch.exists()
 
 
@@ -386,16 +438,23 @@ def test_estop_latch_file_fails_safe(tmp_path, caplog) -> None:
 @pytest.mark.parametrize(
     ("arms", "servo", "message"),
     [
-        ({"arm": {"driver": "feetech", "calibration": "/nonexistent/cal.json"}}, {},
-         "no calibration file at /nonexistent/cal.json"),
+        (
+            {"arm": {"driver": "feetech", "calibration": "/nonexistent/cal.json"}},
+            {},
+            "no calibration file at /nonexistent/cal.json",
+        ),
         ({"elbow": {}}, {}, "expected `arm`, or `left_arm` and/or `right_arm`"),
         ({"arm": {}}, {"rate_hz": 500}, "servo.rate_hz must be in (0, 100]"),
         ({"arm": {"limits": {"knee": [0, 1]}}}, {}, "unknown joint"),
     ],
 )
 def test_bad_config_exits_with_one_line(tmp_path, bus_cfg, procs, arms, servo, message) -> None:
-    proc = procs("servo", "-m", "workers.servo",
-                 f"--config_path={write_config(tmp_path, bus_cfg, arms, **servo)}")
+    proc = procs(
+        "servo",
+        "-m",
+        "workers.servo",
+        f"--config_path={write_config(tmp_path, bus_cfg, arms, **servo)}",
+    )
     assert proc.popen.wait(60) == 2
     lines = proc.output().strip().splitlines()
     assert len(lines) == 1 and message in lines[0], lines

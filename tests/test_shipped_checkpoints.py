@@ -35,8 +35,8 @@ def test_shipped_checkpoint_beats_the_mean_action_on_held_out_frames(name: str) 
         assert chunk.actions.shape == (16, task.action_dim)
         lo, hi = chunk.normalized_range
         assert -1.0 - 1e-5 <= lo <= hi <= 1.0 + 1e-5  # the user's "normalized within [-1, 1]"
-        future = recorded[step.index:step.index + 16]
-        policy_err.append(np.abs(chunk.actions[:len(future)] - future).mean())
+        future = recorded[step.index : step.index + 16]
+        policy_err.append(np.abs(chunk.actions[: len(future)] - future).mean())
         mean_err.append(np.abs(mean_action - future).mean())
     replay.close()
     assert np.mean(policy_err) < np.mean(mean_err), (np.mean(policy_err), np.mean(mean_err))

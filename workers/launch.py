@@ -40,8 +40,9 @@ class Launch:
         self.log_dir = Path(log_dir)
         self.log_dir.mkdir(parents=True, exist_ok=True)
         self._dir = Path(tempfile.mkdtemp(prefix="so101-", dir="/tmp"))  # ipc paths stay short
-        self.bus = BusConfig(**{name: f"ipc://{self._dir}/{name}"
-                                for name in ("pub", "sub", "client", "worker")})
+        self.bus = BusConfig(
+            **{name: f"ipc://{self._dir}/{name}" for name in ("pub", "sub", "client", "worker")}
+        )
         self.procs: dict[str, subprocess.Popen] = {}
         self._log_from: dict[str, int] = {}  # where this run's output starts in its log
 
@@ -55,8 +56,14 @@ class Launch:
     def log(self, name: str) -> Path:
         return self.log_dir / f"{name}.log"
 
-    def start(self, name: str, module: str, *args: str, bus: BusConfig | None = None,
-              netns: str | None = None) -> subprocess.Popen:
+    def start(
+        self,
+        name: str,
+        module: str,
+        *args: str,
+        bus: BusConfig | None = None,
+        netns: str | None = None,
+    ) -> subprocess.Popen:
         """`python -m module --bus.* args...`, output to <log_dir>/<name>.log; on another bus
         than the private one with `bus`, inside a network namespace with `netns`."""
         if name in self.procs:
@@ -65,9 +72,13 @@ class Launch:
         with open(self.log(name), "ab") as fh:  # appended: earlier runs' logs are kept
             self._log_from[name] = fh.tell()
             proc = subprocess.Popen(
-                [*inside, sys.executable, "-m", module, *self.bus_args(bus), *args], cwd=REPO,
-                stdout=fh, stderr=subprocess.STDOUT, start_new_session=True,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"})
+                [*inside, sys.executable, "-m", module, *self.bus_args(bus), *args],
+                cwd=REPO,
+                stdout=fh,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "HF_HUB_OFFLINE": "1"},
+            )
         self.procs[name] = proc
         return proc
 
@@ -82,8 +93,9 @@ class Launch:
                 except ServiceError:
                     self._check_alive("hub")
                     if time.monotonic() > deadline:
-                        raise LaunchError(f"the hub did not answer within {timeout:.0f} s") \
-                            from None
+                        raise LaunchError(
+                            f"the hub did not answer within {timeout:.0f} s"
+                        ) from None
 
     def wait_for(self, name: str, text: str, timeout: float = 300.0) -> None:
         """Until `text` appears in the process's log (it is ready), or fail with its log."""

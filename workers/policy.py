@@ -73,8 +73,12 @@ class PolicyService:
         asked = request.data.get("task")
         if asked and asked != self.task:
             raise RequestError(f"this worker serves task {self.task!r}, not {asked!r}")
-        images = {k[len("image."):]: v for k, v in request.arrays.items() if k.startswith("image.")}
-        states = {k[len("state."):]: v for k, v in request.arrays.items() if k.startswith("state.")}
+        images = {
+            k[len("image.") :]: v for k, v in request.arrays.items() if k.startswith("image.")
+        }
+        states = {
+            k[len("state.") :]: v for k, v in request.arrays.items() if k.startswith("state.")
+        }
         try:
             chunk = self.runner.infer(images, states, prefix=request_prefix(request))
         except (ObservationError, PrefixError) as exc:
@@ -86,17 +90,25 @@ class PolicyService:
         self.served += 1
         return Reply(
             {"actions": chunk.actions},
-            {"normalized_range": list(chunk.normalized_range), "timings": timings,
-             "t_obs": request.data.get("t_obs", request.t_cap), "arms": self.runner.arms,
-             "accepts_prefix": self.runner.accepts_prefix},
+            {
+                "normalized_range": list(chunk.normalized_range),
+                "timings": timings,
+                "t_obs": request.data.get("t_obs", request.t_cap),
+                "arms": self.runner.arms,
+                "accepts_prefix": self.runner.accepts_prefix,
+            },
         )
 
     def health(self) -> dict:
         lat = np.asarray(self.latencies) * 1000 if self.latencies else np.zeros(1)
-        report = {"task": self.task, "served": self.served, "errors": self.errors,
-                  "latency_p50_ms": float(np.percentile(lat, 50)),
-                  "latency_p99_ms": float(np.percentile(lat, 99)),
-                  "device": self.runner.device}
+        report = {
+            "task": self.task,
+            "served": self.served,
+            "errors": self.errors,
+            "latency_p50_ms": float(np.percentile(lat, 50)),
+            "latency_p99_ms": float(np.percentile(lat, 99)),
+            "device": self.runner.device,
+        }
         if self.runner.device.startswith("cuda"):
             import torch
 
@@ -126,14 +138,20 @@ def main() -> None:
         task = get_task(cfg.task)
         checkpoint = cfg.checkpoint or str(task.checkpoint)
         log.info("loading %s for task %s", checkpoint, task.name)
-        runner = PolicyRunner(checkpoint, arms=cfg.arms or task.arms, device=cfg.device,
-                              num_inference_steps=cfg.num_inference_steps or None,
-                              scheduler=cfg.scheduler or None, cameras=cfg.cameras or None)
+        runner = PolicyRunner(
+            checkpoint,
+            arms=cfg.arms or task.arms,
+            device=cfg.device,
+            num_inference_steps=cfg.num_inference_steps or None,
+            scheduler=cfg.scheduler or None,
+            cameras=cfg.cameras or None,
+        )
         if runner.action_dim != task.action_dim and not cfg.arms:
             raise PolicyLoadError(
                 f"Action dim mismatch: task {task.name} drives {len(task.arms)} arm(s) "
                 f"({task.action_dim} joints) but {checkpoint} outputs {runner.action_dim} "
-                "(lift is 6, sort and stack are 12): wrong checkpoint for this task?")
+                "(lift is 6, sort and stack are 12): wrong checkpoint for this task?"
+            )
     except (PolicyLoadError, ValueError) as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
@@ -148,9 +166,18 @@ def main() -> None:
     health = HealthReporter(publisher, process, service.health)
     worker = ServiceWorker(cfg.bus, service_name(task.name), service.handle, source=process)
     extra = f", {runner.scheduler}" if runner.scheduler else ""
-    log.info("ready: task %s, %s, %s, horizon %d, action_dim %d%s (warm-up inference %.2f s), "
-             "serving %s", task.name, runner.type, runner.device, runner.horizon,
-             runner.action_dim, extra, warm, service_name(task.name))
+    log.info(
+        "ready: task %s, %s, %s, horizon %d, action_dim %d%s (warm-up inference %.2f s), "
+        "serving %s",
+        task.name,
+        runner.type,
+        runner.device,
+        runner.horizon,
+        runner.action_dim,
+        extra,
+        warm,
+        service_name(task.name),
+    )
 
     serving = threading.Thread(target=worker.run, args=(stop,), name="service")
     serving.start()

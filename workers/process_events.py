@@ -44,8 +44,9 @@ class ProcessEventsConfig:
 
 def parse_tokens(line: bytes) -> dict[str, str]:
     """`key:value key:value ...` (supervisord's header line and PROCESS_STATE payloads)."""
-    return dict(token.split(":", 1) for token in line.decode("utf-8", "replace").split()
-                if ":" in token)
+    return dict(
+        token.split(":", 1) for token in line.decode("utf-8", "replace").split() if ":" in token
+    )
 
 
 def state_event(eventname: str, payload: bytes) -> dict | None:
@@ -59,7 +60,7 @@ def state_event(eventname: str, payload: bytes) -> dict | None:
     return {
         "process": fields.get("processname", "?"),
         "group": fields.get("groupname", "?"),
-        "state": eventname[len(PREFIX):],
+        "state": eventname[len(PREFIX) :],
         "from_state": fields.get("from_state"),
         "pid": int(pid) if pid and pid.isdigit() else None,
         "expected": None if expected is None else expected == "1",
@@ -118,8 +119,9 @@ def main() -> None:
     pub = Publisher(cfg.bus, cfg.name)
     states: dict[str, str] = {}
     counts = {"events": 0, "unexpected_exits": 0, "fatal": 0}
-    health = HealthReporter(pub, cfg.name, lambda: {**counts, "states": dict(states)},
-                            cfg.health_interval_s)
+    health = HealthReporter(
+        pub, cfg.name, lambda: {**counts, "states": dict(states)}, cfg.health_interval_s
+    )
     protocol = ListenerProtocol(sys.stdin.buffer, protocol_out)
     log.info("ready: reporting supervisord process states on %s (bus %s)", TOPIC, cfg.bus.pub)
     protocol.ready()
@@ -141,12 +143,27 @@ def main() -> None:
             unexpected = report["state"] == "EXITED" and report["expected"] is False
             counts["unexpected_exits"] += unexpected
             counts["fatal"] += report["state"] == "FATAL"
-            level = (logging.ERROR if report["state"] == "FATAL" else logging.WARNING
-                     if unexpected or report["state"] in BAD_STATES else logging.INFO)
-            detail = "" if report["expected"] is None else (
-                ", expected" if report["expected"] else ", unexpected: it will be restarted")
-            log.log(level, "%s: %s -> %s (pid %s%s)", name, report["from_state"],
-                     report["state"], report["pid"], detail)
+            level = (
+                logging.ERROR
+                if report["state"] == "FATAL"
+                else logging.WARNING
+                if unexpected or report["state"] in BAD_STATES
+                else logging.INFO
+            )
+            detail = (
+                ""
+                if report["expected"] is None
+                else (", expected" if report["expected"] else ", unexpected: it will be restarted")
+            )
+            log.log(
+                level,
+                "%s: %s -> %s (pid %s%s)",
+                name,
+                report["from_state"],
+                report["state"],
+                report["pid"],
+                detail,
+            )
             pub.publish(TOPIC, data=report)
         protocol.ok()
         protocol.ready()

@@ -95,8 +95,15 @@ class Episode:
 class Recorder:
     """Episode markers and samples in, aligned frames out to the background writer."""
 
-    def __init__(self, cfg: RecorderConfig, spec: DatasetSpec, writer: BackgroundWriter,
-                 pub: Publisher, log, image_hw: dict[str, tuple[int, int]] | None = None):
+    def __init__(
+        self,
+        cfg: RecorderConfig,
+        spec: DatasetSpec,
+        writer: BackgroundWriter,
+        pub: Publisher,
+        log,
+        image_hw: dict[str, tuple[int, int]] | None = None,
+    ):
         self.cfg, self.spec, self.writer, self.pub, self.log = cfg, spec, writer, pub, log
         self.cameras = [topics.camera(c) for c in spec.cameras]
         self.states = [topics.state(a) for a in spec.arms]
@@ -139,17 +146,25 @@ class Recorder:
             shape = self.shapes.setdefault(msg.topic, value.shape)
             if value.shape != shape:  # a video keeps one size: the first one seen
                 self.rejected += 1
-                warn_throttled(self.log, self._throttle, msg.topic,
-                               f"{msg.topic} from {msg.src!r}: image {value.shape}, this "
-                               f"recording takes {shape}; not recorded")
+                warn_throttled(
+                    self.log,
+                    self._throttle,
+                    msg.topic,
+                    f"{msg.topic} from {msg.src!r}: image {value.shape}, this "
+                    f"recording takes {shape}; not recorded",
+                )
                 return
         else:
             value = msg.arrays["position" if family == "state" else "goal"]
             if value.shape != (len(JOINTS),):
                 self.rejected += 1
-                warn_throttled(self.log, self._throttle, msg.topic,
-                               f"{msg.topic} from {msg.src!r}: {value.shape[0]} joints, "
-                               f"expected {len(JOINTS)}; not recorded")
+                warn_throttled(
+                    self.log,
+                    self._throttle,
+                    msg.topic,
+                    f"{msg.topic} from {msg.src!r}: {value.shape[0]} joints, "
+                    f"expected {len(JOINTS)}; not recorded",
+                )
                 return
         self.received[msg.topic] += 1
         # Actions are aligned on when they execute, everything else on when it was captured.
@@ -172,23 +187,40 @@ class Recorder:
         if phase != "start":
             return
         if (open_ep := self._open()) is not None:
-            self.log.warning("episode start from %s while one was open: closing that one "
-                             "first (set --sources to pick one source of markers)", source)
+            self.log.warning(
+                "episode start from %s while one was open: closing that one "
+                "first (set --sources to pick one source of markers)",
+                source,
+            )
             open_ep.clock.stop(t)
             open_ep.info["ended_by"] = f"next start from {source}"
         task = str(msg.data.get("task") or "")
-        info = {"bus_episode": bus_episode, "source": source, "t_start": t,
-                "task": TASKS[task].description if task in TASKS else
-                (task or get_task(self.cfg.task).description)}
+        info = {
+            "bus_episode": bus_episode,
+            "source": source,
+            "t_start": t,
+            "task": TASKS[task].description
+            if task in TASKS
+            else (task or get_task(self.cfg.task).description),
+        }
         if not self.accepting:
             self.refused += 1
-            why = (str(self.writer.failed) if self.writer.failed else
-                   f"backlog full ({self._backlog_mb():.0f} MB buffered)")
+            why = (
+                str(self.writer.failed)
+                if self.writer.failed
+                else f"backlog full ({self._backlog_mb():.0f} MB buffered)"
+            )
             self.log.error("episode from %s refused: %s", source, why)
             self._event("refused", info, reason=why)
             return
-        clock = EpisodeClock(self.spec.fps, self.cameras + self.states, self.actions,
-                             t_start=t, max_latency=self.cfg.max_latency, slack=self.cfg.slack)
+        clock = EpisodeClock(
+            self.spec.fps,
+            self.cameras + self.states,
+            self.actions,
+            t_start=t,
+            max_latency=self.cfg.max_latency,
+            slack=self.cfg.slack,
+        )
         for stream, samples in self.preroll.items():
             for ts, value in samples:
                 clock.offer(stream, ts, value)
@@ -215,8 +247,9 @@ class Recorder:
         if not self.accepting and not self.writer.failed:
             if self.writer.backlog_snapshot().bytes < self.writer.max_bytes / 2:
                 self.accepting = True
-                self.log.info("backlog drained to %.0f MB: accepting episodes again",
-                              self._backlog_mb())
+                self.log.info(
+                    "backlog drained to %.0f MB: accepting episodes again", self._backlog_mb()
+                )
                 self._event("accepting", {})
 
     def _write(self, ep: Episode, tick: Tick) -> None:
@@ -226,20 +259,25 @@ class Recorder:
             ep.truncated = "writer failed"
             return
         if not ep.begun:
-            hw = {c.split("/", 1)[1]: tuple(tick.samples[c].value.shape[:2])
-                  for c in self.cameras}
-            self.writer.begin(ep.info["task"], hw, {k: ep.info[k] for k in
-                                                     ("bus_episode", "source")})
+            hw = {c.split("/", 1)[1]: tuple(tick.samples[c].value.shape[:2]) for c in self.cameras}
+            self.writer.begin(
+                ep.info["task"], hw, {k: ep.info[k] for k in ("bus_episode", "source")}
+            )
             ep.begun = True
         elif self.writer.full:
             ep.truncated = f"backlog full ({self._backlog_mb():.0f} MB)"
             ep.clock.stop(tick.t - ep.clock.period / 2)
             self.truncated += 1
             self.accepting = False
-            self.log.error("backlog reached %.0f MB (max %.0f): episode %s cut at frame %d "
-                           "and new episodes refused until it drains; encoding is slower than "
-                           "recording (see --preset / --max_backlog_mb)", self._backlog_mb(),
-                           self.cfg.max_backlog_mb, ep.info["bus_episode"], tick.index)
+            self.log.error(
+                "backlog reached %.0f MB (max %.0f): episode %s cut at frame %d "
+                "and new episodes refused until it drains; encoding is slower than "
+                "recording (see --preset / --max_backlog_mb)",
+                self._backlog_mb(),
+                self.cfg.max_backlog_mb,
+                ep.info["bus_episode"],
+                tick.index,
+            )
             self._event("truncated", ep.info, frame=tick.index, reason=ep.truncated)
             return
         s = tick.samples
@@ -258,13 +296,17 @@ class Recorder:
         if ep.begun:
             self.writer.end(report)
             return
-        waiting = [s for s, r in report["streams"].items() if not r["received"] and
-                   s not in self.actions]
-        why = (f"no samples from {', '.join(waiting)}" if waiting else
-               "shorter than one frame")
+        waiting = [
+            s for s, r in report["streams"].items() if not r["received"] and s not in self.actions
+        ]
+        why = f"no samples from {', '.join(waiting)}" if waiting else "shorter than one frame"
         self.discarded += 1
-        self.log.error("bus episode %s from %s not recorded: %s", ep.info["bus_episode"],
-                       ep.info["source"], why)
+        self.log.error(
+            "bus episode %s from %s not recorded: %s",
+            ep.info["bus_episode"],
+            ep.info["source"],
+            why,
+        )
         self._event("discarded", ep.info, reason=why)
 
     def _results(self) -> None:
@@ -274,13 +316,16 @@ class Recorder:
                 self._saved(r)
             elif state == "discarded":
                 self.discarded += 1
-                self.log.warning("bus episode %s from %s discarded: %s", r.get("bus_episode"),
-                                 r.get("source"), r["reason"])
+                self.log.warning(
+                    "bus episode %s from %s discarded: %s",
+                    r.get("bus_episode"),
+                    r.get("source"),
+                    r["reason"],
+                )
             elif state == "error":
                 self.accepting = False
                 self.log.error("recording stopped: %s", r["error"])
-                self.log.error("episodes saved so far are intact; restart the recorder once "
-                               "fixed")
+                self.log.error("episodes saved so far are intact; restart the recorder once fixed")
             self._event(state, {k: v for k, v in r.items() if k not in ("state", "report")})
 
     def _saved(self, r: dict) -> None:
@@ -292,20 +337,37 @@ class Recorder:
         self.encoded_video_s += (enc.get("frames") or 0) / self.spec.fps
         streams = "; ".join(
             f"{name} {v['rate_hz'] or 0:.1f} Hz, dropped {v['dropped']}, duplicated "
-            f"{v['duplicated']}" + (f", late {v['late']}" if v["late"] else "")
+            f"{v['duplicated']}"
+            + (f", late {v['late']}" if v["late"] else "")
             + (f", missing {v['missing']}" if v["missing"] else "")
-            for name, v in rep["streams"].items())
+            for name, v in rep["streams"].items()
+        )
         self.log.info(
             "episode %d saved (bus episode %s): %d frames, %.2f s at %d fps, achieved %.2f "
             "fps%s; %s; encoding %sx real time; committed %.2f s after its end",
-            r["episode"], r.get("bus_episode"), r["frames"], rep["duration_s"], rep["fps"],
-            rep["achieved_fps"], f"; cut short: {rep['truncated']}" if rep.get("truncated")
-            else "", streams, enc.get("realtime_factor"), r["save_s"])
+            r["episode"],
+            r.get("bus_episode"),
+            r["frames"],
+            rep["duration_s"],
+            rep["fps"],
+            rep["achieved_fps"],
+            f"; cut short: {rep['truncated']}" if rep.get("truncated") else "",
+            streams,
+            enc.get("realtime_factor"),
+            r["save_s"],
+        )
         if rep.get("actions_from_state") and self.actions:
-            self.log.warning("episode %d: %d arm-frames had no action/<arm> message and took "
-                             "the next state as action", r["episode"], rep["actions_from_state"])
-        self.last_saved = {"episode": r["episode"], "frames": r["frames"],
-                           "achieved_fps": rep["achieved_fps"]}
+            self.log.warning(
+                "episode %d: %d arm-frames had no action/<arm> message and took "
+                "the next state as action",
+                r["episode"],
+                rep["actions_from_state"],
+            )
+        self.last_saved = {
+            "episode": r["episode"],
+            "frames": r["frames"],
+            "achieved_fps": rep["achieved_fps"],
+        }
 
     def _event(self, state: str, info: dict, **extra: Any) -> None:
         data = {"state": state, **{k: v for k, v in info.items() if _plain(v)}, **extra}
@@ -324,9 +386,12 @@ class Recorder:
             self.episodes.pop()
             if open_ep.begun:
                 self.writer.abort("recorder stopped during the episode")
-            self.log.warning("bus episode %s in progress discarded at shutdown (%d frames); "
-                             "--keep_partial=true keeps it", open_ep.info["bus_episode"],
-                             open_ep.clock.frames)
+            self.log.warning(
+                "bus episode %s in progress discarded at shutdown (%d frames); "
+                "--keep_partial=true keeps it",
+                open_ep.info["bus_episode"],
+                open_ep.clock.frames,
+            )
         elif open_ep is not None:
             open_ep.clock.stop(t)
             open_ep.info["ended_by"] = "recorder stopped"
@@ -337,8 +402,11 @@ class Recorder:
         open_ep = self._open()
         waiting = []
         if open_ep is not None and open_ep.clock.t0 is None:
-            waiting = [s for s, r in open_ep.clock.report()["streams"].items()
-                       if not r["received"] and s not in self.actions]
+            waiting = [
+                s
+                for s, r in open_ep.clock.report()["streams"].items()
+                if not r["received"] and s not in self.actions
+            ]
         return {
             "recording": open_ep is not None,
             "bus_episode": open_ep.info["bus_episode"] if open_ep else None,
@@ -356,8 +424,9 @@ class Recorder:
             "backlog_limit_mb": self.cfg.max_backlog_mb,
             "episodes_queued": b.episodes_queued,
             "discarded_frames": self.writer.discarded_frames,
-            "encode_realtime_factor": (round(self.encoded_video_s / self.encode_busy_s, 3)
-                                       if self.encode_busy_s else None),
+            "encode_realtime_factor": (
+                round(self.encoded_video_s / self.encode_busy_s, 3) if self.encode_busy_s else None
+            ),
             "samples": dict(self.received),
             "rejected": self.rejected,
             "last_saved": self.last_saved,
@@ -377,11 +446,18 @@ def build_spec(cfg: RecorderConfig) -> DatasetSpec:
         raise ValueError(f"--action must be 'bus' or 'state', got {cfg.action!r}")
     if cfg.fps <= 0:
         raise ValueError(f"--fps must be > 0, got {cfg.fps}")
-    streams = ([topics.camera(c) for c in cameras] + [topics.state(a) for a in arms]
-               + [topics.action(a) for a in arms])
-    return DatasetSpec(fps=cfg.fps, cameras=cameras, arms=arms,
-                       robot_type=ROBOT_TYPES.get(len(arms)),
-                       time_streams=streams if cfg.timestamps else [])
+    streams = (
+        [topics.camera(c) for c in cameras]
+        + [topics.state(a) for a in arms]
+        + [topics.action(a) for a in arms]
+    )
+    return DatasetSpec(
+        fps=cfg.fps,
+        cameras=cameras,
+        arms=arms,
+        robot_type=ROBOT_TYPES.get(len(arms)),
+        time_streams=streams if cfg.timestamps else [],
+    )
 
 
 def main() -> None:
@@ -390,20 +466,40 @@ def main() -> None:
     root = cfg.root or str(REPO / "recordings" / cfg.task)
     try:
         spec = build_spec(cfg)
-        encoder = EncoderSettings(vcodec=cfg.vcodec, crf=cfg.crf, gop=cfg.gop,
-                                  preset=cfg.preset or None, threads=cfg.encoder_threads or None)
-        writer = EpisodeWriter(root, spec, repo_id=cfg.repo_id or None, encoder=encoder,
-                               min_frames=cfg.min_frames)
+        encoder = EncoderSettings(
+            vcodec=cfg.vcodec,
+            crf=cfg.crf,
+            gop=cfg.gop,
+            preset=cfg.preset or None,
+            threads=cfg.encoder_threads or None,
+        )
+        writer = EpisodeWriter(
+            root, spec, repo_id=cfg.repo_id or None, encoder=encoder, min_frames=cfg.min_frames
+        )
         for action in writer.open():
             log.warning("recovery of %s: %s", writer.root, action)
     except (RecordingError, ValueError) as exc:
-        hint = (" (--task, --cameras, --arms, --fps and --timestamps choose what is recorded)"
-                if getattr(exc, "kind", "") == "mismatch" else "")
+        hint = (
+            " (--task, --cameras, --arms, --fps and --timestamps choose what is recorded)"
+            if getattr(exc, "kind", "") == "mismatch"
+            else ""
+        )
         log.error("%s%s", exc, hint)
         raise SystemExit(2) from None
-    log.info("dataset %s: %d episodes so far; %d fps, cameras %s, arms %s, action from %s; "
-             "video %s crf %d gop %d preset %s", writer.root, writer.episodes, spec.fps,
-             spec.cameras, spec.arms, cfg.action, cfg.vcodec, cfg.crf, cfg.gop, cfg.preset)
+    log.info(
+        "dataset %s: %d episodes so far; %d fps, cameras %s, arms %s, action from %s; "
+        "video %s crf %d gop %d preset %s",
+        writer.root,
+        writer.episodes,
+        spec.fps,
+        spec.cameras,
+        spec.arms,
+        cfg.action,
+        cfg.vcodec,
+        cfg.crf,
+        cfg.gop,
+        cfg.preset,
+    )
 
     background = BackgroundWriter(writer, int(cfg.max_backlog_mb * 1e6))
     pub = Publisher(cfg.bus, cfg.name)
@@ -424,8 +520,7 @@ def main() -> None:
     deadline = time.monotonic() + cfg.shutdown_timeout
     while not background.idle() and time.monotonic() < deadline:
         b = background.backlog_snapshot()
-        log.info("saving before exit: %d frames, %d episodes queued", b.frames,
-                 b.episodes_queued)
+        log.info("saving before exit: %d frames, %d episodes queued", b.frames, b.episodes_queued)
         time.sleep(0.5)
         recorder.tick(math.inf)
         health.tick()
@@ -435,8 +530,10 @@ def main() -> None:
     health.tick(force=True)
     sub.close()
     pub.close()
-    lifecycle.finish(log, f"stopped; {recorder.saved} episodes saved this run, "
-                          f"{writer.episodes} in {writer.root}")
+    lifecycle.finish(
+        log,
+        f"stopped; {recorder.saved} episodes saved this run, {writer.episodes} in {writer.root}",
+    )
 
 
 if __name__ == "__main__":

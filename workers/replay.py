@@ -170,8 +170,9 @@ def main() -> None:
     # Episode markers must not fall into ZeroMQ's slow-joiner window: give listeners
     # (control, recorder) a moment to be heard before the first start marker.
     if not pub.wait_for_subscriber(topics.event("episode"), cfg.wait_for_listeners):
-        log.info("no listener for event/episode after %.0f s; playing anyway",
-                 cfg.wait_for_listeners)
+        log.info(
+            "no listener for event/episode after %.0f s; playing anyway", cfg.wait_for_listeners
+        )
     log.info("ready: replaying %s on the bus (%s)", replay.root.name, cfg.bus.pub)
 
     episode_order = list(replay.episodes)

@@ -98,8 +98,9 @@ def selected_camera(cfg: RobotIOConfig) -> tuple[str, CameraSettings]:
     name = cfg.camera
     if name is None:
         if len(cfg.cameras) > 1:
-            raise ConfigError(f"several cameras configured {sorted(cfg.cameras)}: pick one "
-                              "with --camera=<name>")
+            raise ConfigError(
+                f"several cameras configured {sorted(cfg.cameras)}: pick one with --camera=<name>"
+            )
         name = next(iter(cfg.cameras))
     if name not in cfg.cameras:
         raise ConfigError(f"camera {name!r} is not configured; cameras: {sorted(cfg.cameras)}")
@@ -113,8 +114,9 @@ def selected_camera(cfg: RobotIOConfig) -> tuple[str, CameraSettings]:
 def check_servo(cfg: RobotIOConfig) -> None:
     servo = cfg.servo
     if set(cfg.arms) not in ARM_SETS:
-        raise ConfigError(f"arms {sorted(cfg.arms)}: expected `arm`, or `left_arm` and/or "
-                          "`right_arm`")
+        raise ConfigError(
+            f"arms {sorted(cfg.arms)}: expected `arm`, or `left_arm` and/or `right_arm`"
+        )
     if not 0 < servo.rate_hz <= MAX_RATE_HZ:
         raise ConfigError(f"servo.rate_hz must be in (0, {MAX_RATE_HZ:g}], got {servo.rate_hz}")
     if servo.on_exit not in ON_EXIT:

@@ -45,15 +45,25 @@ class StandInPolicy:
 
     def handle(self, request: Message) -> Reply:
         if request.data.get("describe"):
-            return Reply(data={"task": self.task.name, "type": "stand-in", "horizon":
-                               self.cfg.horizon, "action_dim": self.task.action_dim,
-                               "arms": list(self.task.arms), "n_obs_steps": 1,
-                               "cameras": {c: None for c in self.task.cameras}})
+            return Reply(
+                data={
+                    "task": self.task.name,
+                    "type": "stand-in",
+                    "horizon": self.cfg.horizon,
+                    "action_dim": self.task.action_dim,
+                    "arms": list(self.task.arms),
+                    "n_obs_steps": 1,
+                    "cameras": {c: None for c in self.task.cameras},
+                }
+            )
         started = time.perf_counter()
         if self.fail:
             raise RequestError(self.fail)
-        states = [np.asarray(request.arrays[f"state.{arm}"], np.float32) for arm in self.task.arms
-                  if f"state.{arm}" in request.arrays]
+        states = [
+            np.asarray(request.arrays[f"state.{arm}"], np.float32)
+            for arm in self.task.arms
+            if f"state.{arm}" in request.arrays
+        ]
         if len(states) != len(self.task.arms):
             raise RequestError(f"missing state for arms {list(self.task.arms)}")
         state = np.concatenate([s.reshape(-1, s.shape[-1])[-1] for s in states])
@@ -67,11 +77,16 @@ class StandInPolicy:
             n = max(0, min(len(prefix), self.cfg.horizon - start))
             actions[start : start + n] = prefix[:n]
         time.sleep(max(0.0, self.latency - (time.perf_counter() - started)))
-        return Reply({"actions": actions.astype(np.float32)},
-                     {"t_obs": request.data.get("t_obs", request.t_cap),
-                      "normalized_range": [-1.0, 1.0], "arms": list(self.task.arms),
-                      "accepts_prefix": True,
-                      "timings": {"inference": self.latency}})
+        return Reply(
+            {"actions": actions.astype(np.float32)},
+            {
+                "t_obs": request.data.get("t_obs", request.t_cap),
+                "normalized_range": [-1.0, 1.0],
+                "arms": list(self.task.arms),
+                "accepts_prefix": True,
+                "timings": {"inference": self.latency},
+            },
+        )
 
 
 def main() -> None:
@@ -82,8 +97,12 @@ def main() -> None:
     worker = ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source=cfg.name)
     serving = threading.Thread(target=worker.run, args=(stop,), name="service")
     serving.start()
-    log.info("ready: stand-in for task %s, latency %.3f s, horizon %d", cfg.task, cfg.latency,
-             cfg.horizon)
+    log.info(
+        "ready: stand-in for task %s, latency %.3f s, horizon %d",
+        cfg.task,
+        cfg.latency,
+        cfg.horizon,
+    )
     while not stop.is_set():
         msg = control.recv(0.2)
         if msg is not None:

@@ -38,10 +38,18 @@ TASKS = {
     t.name: t
     for t in (
         Task("lift", ("arm",), ("front",), "lift the cube"),
-        Task("sort", ("left_arm", "right_arm"), ("front", "left_wrist", "right_wrist"),
-             "sort the cubes by colour"),
-        Task("stack", ("left_arm", "right_arm"), ("front", "left_wrist", "right_wrist"),
-             "stack the red cube on the blue cube"),
+        Task(
+            "sort",
+            ("left_arm", "right_arm"),
+            ("front", "left_wrist", "right_wrist"),
+            "sort the cubes by colour",
+        ),
+        Task(
+            "stack",
+            ("left_arm", "right_arm"),
+            ("front", "left_wrist", "right_wrist"),
+            "stack the red cube on the blue cube",
+        ),
     )
 }
 
@@ -61,5 +69,8 @@ def get_task(name: str) -> Task:
 def checkpoint_camera_sizes(checkpoint: Path) -> dict[str, tuple[int, int]]:
     """Camera name -> (height, width) a lerobot checkpoint was trained on (its config.json)."""
     features = json.loads((Path(checkpoint) / "config.json").read_text())["input_features"]
-    return {key.rsplit(".", 1)[1]: (spec["shape"][1], spec["shape"][2])
-            for key, spec in features.items() if spec.get("type") == "VISUAL"}
+    return {
+        key.rsplit(".", 1)[1]: (spec["shape"][1], spec["shape"][2])
+        for key, spec in features.items()
+        if spec.get("type") == "VISUAL"
+    }

@@ -43,8 +43,9 @@ def lerobot_calibration_root() -> Path:
         return Path(root).expanduser()
     if home := os.getenv("HF_LEROBOT_HOME"):
         return Path(home).expanduser() / "calibration"
-    hf_home = os.getenv("HF_HOME") or os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"),
-                                                   "huggingface")
+    hf_home = os.getenv("HF_HOME") or os.path.join(
+        os.getenv("XDG_CACHE_HOME", "~/.cache"), "huggingface"
+    )
     return Path(hf_home).expanduser() / "lerobot" / "calibration"
 
 
@@ -57,8 +58,10 @@ def default_calibration_path(robot_id: str) -> Path:
 
 def load_calibration(path: str | Path) -> dict[str, JointCalibration]:
     path = Path(path).expanduser()
-    hint = ("calibrate the arm with `lerobot-calibrate --robot.type=so101_follower "
-            "--robot.port=<port> --robot.id=<id>` or point `calibration:` at its JSON")
+    hint = (
+        "calibrate the arm with `lerobot-calibrate --robot.type=so101_follower "
+        "--robot.port=<port> --robot.id=<id>` or point `calibration:` at its JSON"
+    )
     if not path.is_file():
         raise CalibrationError(f"no calibration file at {path}: {hint}")
     try:

@@ -131,8 +131,9 @@ class FeetechArm(ArmDriver):
         file, write the file (what lerobot does when you press ENTER to use the file)."""
         if bus.is_calibrated:
             return
-        log.warning("calibration in the motors on %s differs from the file: writing the file",
-                    self.port)
+        log.warning(
+            "calibration in the motors on %s differs from the file: writing the file", self.port
+        )
         bus.disable_torque(num_retry=self.read_retries)
         bus.write_calibration(calibration)
 
@@ -202,7 +203,7 @@ class FeetechArm(ArmDriver):
         self._failures_in_a_row += 1
         # lerobot's text counts its own tries ("after 1 tries"); keep only the SDK's verdict.
         text = describe_error(exc)
-        verdict = text[text.find("[TxRxResult]"):] if "[TxRxResult]" in text else text
+        verdict = text[text.find("[TxRxResult]") :] if "[TxRxResult]" in text else text
         self.stats.last_error = f"{what}: {verdict}"
         if self._failures_in_a_row >= self.reconnect_after_failures:
             self._lost(f"{self._failures_in_a_row} transfers failed in a row ({what})")
@@ -229,8 +230,9 @@ class FeetechArm(ArmDriver):
         if bus is None:
             raise ArmFault(f"not connected ({self.stats.last_error})")
         try:
-            bus.sync_write("Goal_Position", {j: float(g) for j, g in zip(JOINTS, goals,
-                                                                         strict=True)})
+            bus.sync_write(
+                "Goal_Position", {j: float(g) for j, g in zip(JOINTS, goals, strict=True)}
+            )
         except ConnectionError as exc:
             raise self._failed(bus, "write Goal_Position failed", exc) from None
         except PORT_ERRORS as exc:

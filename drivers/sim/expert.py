@@ -149,8 +149,14 @@ class PlanFollower:
     joints only: a closed gripper stays open by the cube's width); when the arm is more than
     `lag_frames` behind, the clock is set back to where the arm is."""
 
-    def __init__(self, plan: ExpertPlan, t_start: float, window: int = 60, lag_frames: int = 12,
-                 max_offset_s: float = 4.0):
+    def __init__(
+        self,
+        plan: ExpertPlan,
+        t_start: float,
+        window: int = 60,
+        lag_frames: int = 12,
+        max_offset_s: float = 4.0,
+    ):
         self.plan, self.t_start = plan, t_start
         self.window, self.lag_frames = window, lag_frames
         # Beyond this much holding back, the plan runs on by the clock again: an arm that
@@ -172,7 +178,7 @@ class PlanFollower:
             return
         gap = np.zeros(hi - lo + 1)
         for arm, goals in plan.goals.items():
-            diff = np.abs(goals[lo:hi + 1, :5] - np.asarray(state[arm])[:5])
+            diff = np.abs(goals[lo : hi + 1, :5] - np.asarray(state[arm])[:5])
             gap = np.maximum(gap, diff.max(axis=1))
         # Where the plan holds still (the gripper closing) every frame matches: take the latest.
         at = lo + int(np.flatnonzero(gap <= gap.min() + 1.0).max())

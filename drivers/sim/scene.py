@@ -63,8 +63,10 @@ SCENES = {
     ),
 }
 BIN_CENTRES = {"red": (0.10, 0.0), "blue": (0.21, 0.0)}  # sort: bins on the centre line
-FRONT_CAMERA = {1: ((0.40, 0.0, 0.28), (0.17, 0.0, 0.04)),  # arms -> (position, looks at)
-                2: ((0.58, 0.0, 0.42), (0.12, 0.0, 0.0))}
+FRONT_CAMERA = {
+    1: ((0.40, 0.0, 0.28), (0.17, 0.0, 0.04)),  # arms -> (position, looks at)
+    2: ((0.58, 0.0, 0.42), (0.12, 0.0, 0.0)),
+}
 ARM_BASES = {"arm": (0.0, 0.0), "left_arm": (0.0, ARM_Y), "right_arm": (0.0, -ARM_Y)}
 
 
