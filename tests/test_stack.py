@@ -218,7 +218,7 @@ def test_listener_speaks_the_supervisor_protocol() -> None:
     from workers.process_events import ListenerProtocol, state_event
 
     read_fd, write_fd = os.pipe()
-    out = io.BytesIO()
+    out = io.StringIO()
     with open(read_fd, "rb", buffering=0) as stdin:
         protocol = ListenerProtocol(stdin, out)
         protocol.ready()
@@ -237,7 +237,7 @@ def test_listener_speaks_the_supervisor_protocol() -> None:
         os.close(write_fd)
         with pytest.raises(EOFError):
             protocol.next_event(timeout=1.0)
-    assert out.getvalue() == b"READY\nRESULT 2\nOKREADY\n"
+    assert out.getvalue() == "READY\nRESULT 2\nOKREADY\n"
     assert state_event(headers["eventname"], body) == {
         "process": "policy",
         "group": "policy",

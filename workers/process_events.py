@@ -4,8 +4,9 @@
     command=.venv/bin/python -m workers.process_events --config_path=configs/bus.yaml
     events=PROCESS_STATE
 
-Speaks supervisord's event listener protocol on stdin/stdout (READY, then one RESULT per
-event; stdout carries nothing else) and logs on stderr, which supervisord writes to
+Speaks supervisord's event listener protocol on stdin/stdout with supervisor's own
+`childutils` (READY, then one RESULT per event; stdout carries nothing else; the read has a
+timeout, so health goes out while no event comes) and logs on stderr, which supervisord writes to
 logs/process_events.log. Each PROCESS_STATE_* event is published on `event/process`
 {process, group, state, from_state, pid, expected, tries} (`expected` is supervisord's verdict
 on an exit: false means it crashed or was killed and will be restarted) and logged, as a
@@ -20,9 +21,10 @@ import os
 import select
 import sys
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 import draccus
+from supervisor import childutils
 
 from bus import BusConfig, Publisher, topics
 from bus.health import HealthReporter
@@ -42,18 +44,11 @@ class ProcessEventsConfig:
     health_interval_s: float = 1.0
 
 
-def parse_tokens(line: bytes) -> dict[str, str]:
-    """`key:value key:value ...` (supervisord's header line and PROCESS_STATE payloads)."""
-    return dict(
-        token.split(":", 1) for token in line.decode("utf-8", "replace").split() if ":" in token
-    )
-
-
 def state_event(eventname: str, payload: bytes) -> dict | None:
     """The event/process message for one PROCESS_STATE_* event (None for other events)."""
     if not eventname.startswith(PREFIX):
         return None
-    fields = parse_tokens(payload.split(b"\n", 1)[0])
+    fields = childutils.get_headers(payload.split(b"\n", 1)[0].decode("utf-8", "replace"))
     pid = fields.get("pid")
     expected = fields.get("expected")
     tries = fields.get("tries")
@@ -69,26 +64,25 @@ def state_event(eventname: str, payload: bytes) -> dict | None:
 
 
 class ListenerProtocol:
-    """supervisord's side of the conversation: READY, a header line, a payload, RESULT."""
+    """supervisord's side of the conversation: READY, a header line, a payload, RESULT.
+    childutils writes the tokens; the reading is here because its `wait()` has no timeout."""
 
-    def __init__(self, stdin: BinaryIO, stdout: BinaryIO):
+    def __init__(self, stdin: BinaryIO, stdout: TextIO):
         self.fd = stdin.fileno()
         self.out = stdout
         self.buffer = b""
 
     def ready(self) -> None:
-        self.out.write(b"READY\n")
-        self.out.flush()
+        childutils.listener.ready(self.out)
 
     def ok(self) -> None:
-        self.out.write(b"RESULT 2\nOK")
-        self.out.flush()
+        childutils.listener.ok(self.out)
 
     def _take(self) -> tuple[dict[str, str], bytes] | None:
         line, sep, rest = self.buffer.partition(b"\n")
         if not sep:
             return None
-        headers = parse_tokens(line)
+        headers = childutils.get_headers(line.decode("utf-8", "replace"))
         length = int(headers.get("len", "0"))
         if len(rest) < length:
             return None
@@ -112,7 +106,7 @@ def main() -> None:
     cfg = draccus.parse(ProcessEventsConfig)
     # stdout belongs to the protocol: keep a private handle on it, then point fd 1 at stderr so
     # that nothing else (a library's print) can ever corrupt the conversation.
-    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "wb")
+    protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
     log, stop = lifecycle.start(cfg.name, stream=sys.stderr)
 
