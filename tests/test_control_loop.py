@@ -97,6 +97,38 @@ def test_actions_flow_at_the_set_rate_with_their_execution_times(bus_cfg, hub, p
     assert stats["actions"] == len(actions) and stats["replies"] >= chunks
 
 
+def test_asking_ahead_of_time_stalls_far_less_than_the_synchronous_baseline(
+    bus_cfg, hub, procs
+) -> None:
+    """The control loop's reason to exist: with a 250 ms policy and 16-action chunks, asking
+    only when the queue is empty stalls at every chunk edge; asking ahead hides the latency."""
+    stall = {}
+    procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(bus_cfg))
+    procs(
+        "policy",
+        "-m",
+        "workers.stand_in_policy",
+        "--task=lift",
+        "--latency=0.25",
+        *bus_args(bus_cfg),
+    ).wait_for_output("ready:")
+    for schedule in ("sync", "ahead"):
+        with Subscriber(bus_cfg, ["event/episode"], mode="every") as sub:
+            procs(
+                f"control-{schedule}",
+                "-m",
+                "workers.control",
+                "--task=lift",
+                "--episodes=1",
+                "--episode_s=10",
+                f"--schedule={schedule}",
+                *bus_args(bus_cfg),
+            )
+            stall[schedule] = stop_marker(sub).data["stats"]["stall_ms_per_min"]
+    assert stall["sync"] > 0, stall
+    assert stall["ahead"] * 3 < stall["sync"], stall
+
+
 def test_a_policy_slower_than_a_chunk_causes_reported_holds(bus_cfg, hub, procs) -> None:
     with Subscriber(bus_cfg, ["event/hold", "event/control"], mode="every") as sub:
         _, control = start(procs, bus_cfg, latency=0.8)
