@@ -140,6 +140,7 @@ def test_open_loop_error_against_known_actions(bus_cfg, hub, procs) -> None:
         (["--episodes=[999]"], "out of range"),
         (["--speed=0"], "--speed must be > 0"),
         (["--task=fly"], "unknown task 'fly'"),
+        (["--task=sort", "--dataset=REPO/datasets/lift"], "but task sort drives"),
     ],
 )
 def test_bad_input_is_one_clear_line_and_exit_2(bus_cfg, procs, args, message) -> None:

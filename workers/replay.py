@@ -134,6 +134,13 @@ def main() -> None:
         if cfg.speed <= 0:
             raise ValueError(f"--speed must be > 0, got {cfg.speed}")
         replay = DatasetReplay(cfg.dataset or task.dataset, episodes=cfg.episodes or None)
+        if sorted(replay.arms) != sorted(task.arms):
+            # Control waits for the task's arms: a 12-joint `state/arm` would starve it forever.
+            raise ValueError(
+                f"dataset {replay.root} has arm(s) {list(replay.arms)} but task {task.name} "
+                f"drives {list(task.arms)}: a two-arm dataset names its joints left_*/right_* "
+                "(lerobot's bimanual convention); pick the matching --task"
+            )
     except (ReplayError, ValueError) as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
