@@ -183,10 +183,17 @@ def main() -> None:
     log.info("ready: replaying %s on the bus (%s)", replay.root.name, cfg.bus.pub)
 
     episode_order = list(replay.episodes)
+    # Each episode's decoder is opened one episode ahead: opening and seeking a video at the
+    # start of an episode held up its first frames by ~250 ms.
+    upcoming = replay.steps(episode_order[0])
     while not stop.is_set():
-        for episode in episode_order:
+        for i, episode in enumerate(episode_order):
             if stop.is_set():
                 break
+            steps = upcoming
+            last = i + 1 == len(episode_order)
+            following = episode_order[0] if last else episode_order[i + 1]
+            upcoming = replay.steps(following) if cfg.loop or not last else None
             error = OpenLoopError(replay.recorded_actions(episode))
             n = replay.num_frames(episode)
             current.update(episode=episode, frame=0)
@@ -203,7 +210,7 @@ def main() -> None:
             )
             start = None
             last_pub = None
-            for step in replay.steps(episode):
+            for step in steps:
                 if start is None:  # the clock starts with the first decoded step
                     start = time.monotonic() - step.index * period
                 due = start + step.index * period
