@@ -121,7 +121,7 @@ class ExpertPolicy:
 
 def main() -> None:
     cfg = draccus.parse(ExpertConfig)
-    log, stop = lifecycle.start(f"{cfg.name}-{cfg.task}")
+    log, stop = lifecycle.start(cfg.name)
     try:
         policy = ExpertPolicy(cfg, log)
     except ValueError as exc:

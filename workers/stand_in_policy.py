@@ -91,7 +91,7 @@ class StandInPolicy:
 
 def main() -> None:
     cfg = draccus.parse(StandInConfig)
-    log, stop = lifecycle.start(f"{cfg.name}-{cfg.task}")
+    log, stop = lifecycle.start(cfg.name)
     policy = StandInPolicy(cfg)
     control = Subscriber(cfg.bus, [topics.event("stand_in")], mode="every")
     worker = ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source=cfg.name)
