@@ -12,8 +12,8 @@ sizes that lie, NaN and 1e9 goals, wrong dimensions, unknown topics): nothing ma
 actions must go on. At the end the stack stops cleanly and lerobot's LeRobotDataset loads the
 recordings: complete episodes vs episodes started. The two-host figures come from
 scripts/two_hosts.py (run here when root). Last line: JSON with gap_s_<program>,
-back_s_<program>, flood_messages, flood_restarts, flood_max_gap_s, episodes_started,
-episodes_loadable, remote_link_cut_hold_s, remote_resume_s.
+running_s_<program>, flood_messages, flood_restarts, flood_max_gap_s, episodes_started,
+episodes_finished, episodes_loadable, remote_link_cut_hold_s, remote_resume_s.
 """
 
 from __future__ import annotations
@@ -48,17 +48,15 @@ class Chaos:
         self.topic = f"action/{arm}"
         self.sends: list[float] = []  # t_send of control's actions (bus clock)
         self.starts = 0
+        self.stops = 0
 
     def pump(self) -> None:
         for msg in self.stack.drain():
             if msg.topic == self.topic and msg.src == "control":
                 self.sends.append(msg.t_send)
-            elif (
-                msg.topic == "event/episode"
-                and msg.src == "control"
-                and msg.data.get("phase") == "start"
-            ):
-                self.starts += 1
+            elif msg.topic == "event/episode" and msg.src == "control":
+                self.starts += msg.data.get("phase") == "start"
+                self.stops += msg.data.get("phase") == "stop"
         self.stack.messages.clear()
 
     def wait(self, what: str, check, timeout: float = 300.0):
@@ -80,23 +78,31 @@ class Chaos:
         return float(np.diff(times).max()) if len(times) > 1 else float("inf")
 
     def kill(self, program: str) -> dict:
+        """SIGKILL; then: a new process (spawned_s), supervisord's RUNNING (which it declares
+        only after the program's startsecs), and the longest gap between actions around it."""
         old = self.stack.infos()[program]["pid"]
         t_kill = now()
         os.kill(old, signal.SIGKILL)
         t0 = time.monotonic()
+
+        def info() -> dict:
+            return self.stack.infos().get(program) or {}
+
+        self.wait(f"{program} spawned again", lambda: info().get("pid") not in (None, 0, old))
+        spawned = time.monotonic() - t0
         self.wait(
             f"{program} RUNNING again",
-            lambda: (
-                (i := self.stack.infos().get(program))
-                and i["statename"] == "RUNNING"
-                and i["pid"] != old
-            ),
+            lambda: info().get("statename") == "RUNNING" and info().get("pid") != old,
         )
-        back = time.monotonic() - t0
+        running = time.monotonic() - t0
         self.wait(f"actions after killing {program}", lambda: self.actions_since(t_kill) > 30)
         t_settle = now()
         self.wait("the settle time", lambda: now() - t_settle >= SETTLE_S)
-        return {"back_s": round(back, 2), "gap_s": round(self.max_gap(t_kill - 1, now()), 3)}
+        return {
+            "spawned_s": round(spawned, 2),
+            "running_s": round(running, 2),
+            "gap_s": round(self.max_gap(t_kill - 1, now()), 3),
+        }
 
 
 def poisoned(n: int) -> list[list[bytes]]:
@@ -220,13 +226,13 @@ def main() -> None:
         for program in programs:
             got = chaos.kill(program)
             print(
-                f"kill -9 {program}: RUNNING again after {got['back_s']} s, longest gap "
-                f"between actions {got['gap_s']} s",
+                f"kill -9 {program}: spawned again after {got['spawned_s']} s, RUNNING after "
+                f"{got['running_s']} s, longest gap between actions {got['gap_s']} s",
                 flush=True,
             )
             result[f"gap_s_{program}"] = got["gap_s"]
-            result[f"back_s_{program}"] = got["back_s"]
-            rows.append([program, got["back_s"], got["gap_s"]])
+            result[f"running_s_{program}"] = got["running_s"]
+            rows.append([program, got["spawned_s"], got["running_s"], got["gap_s"]])
         flooded = flood(stack, chaos, args.flood)
         result.update(
             flood_messages=args.flood,
@@ -240,6 +246,7 @@ def main() -> None:
         )
         chaos.pump()
         result["episodes_started"] = chaos.starts
+        result["episodes_finished"] = chaos.stops
         stack.stop()
         result["episodes_loadable"] = count_recordings(rec)
     finally:
@@ -253,7 +260,7 @@ def main() -> None:
     table(
         f"kill -9, {args.profile} profile, {args.task}, {args.policy_workers} policy "
         f"worker(s); normal longest gap {result['gap_s_normal']} s",
-        ["program", "RUNNING again s", "longest gap between actions s"],
+        ["program", "spawned s", "RUNNING s (after startsecs)", "longest gap between actions s"],
         rows,
     )
     table(
@@ -264,6 +271,7 @@ def main() -> None:
             ["restarts during the flood", result["flood_restarts"]],
             ["longest gap during the flood s", result["flood_max_gap_s"]],
             ["episodes started", result["episodes_started"]],
+            ["episodes finished (control's stop marker)", result["episodes_finished"]],
             ["episodes loadable (LeRobotDataset)", result["episodes_loadable"]],
             ["remote: hold after the link cut s", result.get("remote_link_cut_hold_s")],
             ["remote: actions after the link is back s", result.get("remote_resume_s")],
