@@ -1,8 +1,9 @@
 """Dataset replay: a recorded LeRobotDataset v3 folder played back as cameras and arms.
 
 The fake environment of the runtime. Metadata, joint data and file locations come from lerobot's
-own `LeRobotDataset`; the videos are decoded here, sequentially per episode with PyAV, because
-lerobot's `__getitem__` seeks and decodes per timestamp (see `DatasetReplay.steps`).
+own `LeRobotDataset` (once: drivers/replay_index.py keeps them, so a restart is fast); the videos
+are decoded here, sequentially per episode with PyAV, because lerobot's `__getitem__` seeks and
+decodes per timestamp (see `DatasetReplay.steps`).
 
 Everything is local: HF_HUB_OFFLINE is set before lerobot is imported, and the folder is checked
 before lerobot sees it, because lerobot falls back to downloading from the Hub whenever a local
@@ -24,6 +25,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import av  # noqa: E402
 import numpy as np  # noqa: E402
+
+from drivers import replay_index  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +119,17 @@ def _check_folder(root: Path) -> None:
         raise ReplayError(
             f"{root} is an incomplete LeRobotDataset: meta/tasks.parquet is "
             "missing; re-record or copy the folder whole"
+        )
+
+
+def _check_videos(root: Path, index: replay_index.DatasetIndex) -> None:
+    """A cached index still needs every video it points at."""
+    missing = sorted({p for v in index.videos.values() for p, _ in v if not (root / p).is_file()})
+    if missing:
+        more = f" and {len(missing) - 1} more" if len(missing) > 1 else ""
+        raise ReplayError(
+            f"{root} is an incomplete LeRobotDataset: {missing[0]}{more} missing; "
+            "copy the dataset folder whole"
         )
 
 
@@ -253,9 +267,66 @@ def _decode_frames(path: Path, from_ts: float, n: int, fps: int) -> Iterator[np.
 class DatasetReplay:
     """Episodes of a local LeRobotDataset v3, step by step, decoded ahead in a thread."""
 
-    def __init__(self, root: str | Path, episodes: Sequence[int] | None = None, prefetch: int = 64):
+    def __init__(
+        self,
+        root: str | Path,
+        episodes: Sequence[int] | None = None,
+        prefetch: int = 64,
+        cache_dir: str | Path | None = None,
+    ):
         self.root = Path(root).expanduser().resolve()
         _check_folder(self.root)
+        cache = replay_index.default_cache_dir() if cache_dir is None else Path(cache_dir)
+        self._ds = None
+        index = replay_index.load(self.root, cache)
+        if index is None:
+            self._ds = self._open_with_lerobot()
+            index = replay_index.from_lerobot(self._ds)
+            if index.video_only:
+                replay_index.save(index, self.root, cache)
+        else:
+            _check_videos(self.root, index)
+        self.index = index
+        self.from_cache = self._ds is None  # lerobot not even imported
+        features = index.features
+        self.fps = index.fps
+        self._prefetch = prefetch
+        self._active: set[_Prefetcher] = set()
+        self._lock = threading.Lock()
+
+        self._camera_keys = list(index.camera_keys)
+        if not self._camera_keys:
+            raise ReplayError(
+                f"{self.root} has no camera feature ({IMAGES_PREFIX}*): "
+                "replay needs a dataset recorded with at least one camera"
+            )
+        self.cameras: dict[str, tuple[int, int]] = {
+            self._short(k): _image_hw(features[k]) for k in self._camera_keys
+        }
+
+        if "observation.state" not in features:
+            raise ReplayError(
+                f"{self.root} has no observation.state feature: replay needs recorded joint states"
+            )
+        state_names = _feature_names(features["observation.state"])
+        self._state_split = split_arms(state_names)
+        self.arms: dict[str, list[str]] = {
+            arm: [_joint_label(state_names[i]) for i in idx]
+            for arm, idx in self._state_split.items()
+        }
+        self._has_action = "action" in features
+        self._action_split = (
+            split_arms(_feature_names(features["action"])) if self._has_action else {}
+        )
+
+        total = index.total_episodes
+        wanted = list(range(total)) if episodes is None else [int(e) for e in episodes]
+        for ep in wanted:
+            self._check_episode(ep, total)
+        self.episodes: list[int] = wanted
+        self._load_columns()
+
+    def _open_with_lerobot(self):
         repo_id = f"local/{self.root.name}"  # never used to reach the Hub: all files are local
         try:
             from lerobot.datasets.lerobot_dataset import LeRobotDataset
@@ -263,7 +334,7 @@ class DatasetReplay:
             _check_files(self.root, repo_id)
             # video_backend given explicitly: the default probes torchcodec, which warns loudly
             # when FFmpeg's shared libraries are missing; we decode with PyAV ourselves anyway.
-            self._ds = LeRobotDataset(repo_id, root=self.root, video_backend="pyav")
+            return LeRobotDataset(repo_id, root=self.root, video_backend="pyav")
         except ReplayError:
             raise
         except Exception as e:
@@ -272,43 +343,6 @@ class DatasetReplay:
                 f"{self.root} could not be read as a LeRobotDataset v3 "
                 f"({type(e).__name__}: {first}); check the folder is complete"
             ) from e
-        meta = self._ds.meta
-        self.fps = int(meta.fps)
-        self._prefetch = prefetch
-        self._active: set[_Prefetcher] = set()
-        self._lock = threading.Lock()
-
-        self._camera_keys = [k for k in meta.camera_keys if k not in meta.depth_keys]
-        if not self._camera_keys:
-            raise ReplayError(
-                f"{self.root} has no camera feature ({IMAGES_PREFIX}*): "
-                "replay needs a dataset recorded with at least one camera"
-            )
-        self.cameras: dict[str, tuple[int, int]] = {
-            self._short(k): _image_hw(meta.features[k]) for k in self._camera_keys
-        }
-
-        if "observation.state" not in meta.features:
-            raise ReplayError(
-                f"{self.root} has no observation.state feature: replay needs recorded joint states"
-            )
-        state_names = _feature_names(meta.features["observation.state"])
-        self._state_split = split_arms(state_names)
-        self.arms: dict[str, list[str]] = {
-            arm: [_joint_label(state_names[i]) for i in idx]
-            for arm, idx in self._state_split.items()
-        }
-        self._has_action = "action" in meta.features
-        self._action_split = (
-            split_arms(_feature_names(meta.features["action"])) if self._has_action else {}
-        )
-
-        total = int(meta.total_episodes)
-        wanted = list(range(total)) if episodes is None else [int(e) for e in episodes]
-        for ep in wanted:
-            self._check_episode(ep, total)
-        self.episodes: list[int] = wanted
-        self._load_columns()
 
     # ------------------------------------------------------------------ metadata
 
@@ -317,7 +351,7 @@ class DatasetReplay:
         return key.removeprefix(IMAGES_PREFIX).removeprefix("observation.")
 
     def _check_episode(self, ep: int, total: int | None = None) -> None:
-        total = int(self._ds.meta.total_episodes) if total is None else total
+        total = self.index.total_episodes if total is None else total
         if not 0 <= ep < total:
             raise ReplayError(
                 f"episode {ep} is out of range: {self.root.name} has episodes 0..{total - 1}"
@@ -325,25 +359,14 @@ class DatasetReplay:
 
     def _load_columns(self) -> None:
         """Joint columns of the whole dataset, once: a few thousand rows of a few floats."""
-        table = self._ds.hf_dataset.data  # pyarrow-backed, bypasses the torch transform
-
-        def column(name: str) -> np.ndarray:
-            return table.column(name).to_numpy()
-
-        def matrix(name: str) -> np.ndarray:
-            col = table.column(name).combine_chunks()
-            n = int(np.prod(self._ds.meta.features[name]["shape"]))
-            return col.flatten().to_numpy().astype(np.float32).reshape(-1, n)
-
-        ep_col, frame_col = column("episode_index"), column("frame_index")
-        ts_col = column("timestamp").astype(np.float64)
-        state = matrix("observation.state")
-        action = matrix("action") if self._has_action else None
+        columns = self.index.columns
+        ep_col, frame_col = columns["episode_index"], columns["frame_index"]
         self._rows: dict[int, np.ndarray] = {}
         for ep in self.episodes:
             rows = np.flatnonzero(ep_col == ep)
             self._rows[ep] = rows[np.argsort(frame_col[rows], kind="stable")]
-        self._ts, self._state, self._action = ts_col, state, action
+        self._ts, self._state = columns["timestamp"], columns["state"]
+        self._action = columns.get("action") if self._has_action else None
 
     def num_frames(self, episode: int) -> int:
         self._check_selected(episode)
@@ -370,15 +393,12 @@ class DatasetReplay:
     # ------------------------------------------------------------------ frames
 
     def _frames(self, episode: int, n: int) -> Iterator[dict[str, np.ndarray]]:
-        meta = self._ds.meta
-        ep_meta = meta.episodes[episode]
         iters = {}
         for key in self._camera_keys:
-            if meta.features[key]["dtype"] == "video":
-                path = self.root / meta.get_video_file_path(episode, key)
-                from_ts = float(ep_meta[f"videos/{key}/from_timestamp"])
-                iters[self._short(key)] = _decode_video(path, from_ts, n, self.fps)
-            else:
+            if key in self.index.videos:
+                path, from_ts = self.index.videos[key][episode]
+                iters[self._short(key)] = _decode_video(self.root / path, from_ts, n, self.fps)
+            else:  # images in the parquet: such datasets are always opened through lerobot
                 iters[self._short(key)] = self._image_column(key, episode)
         try:
             for _ in range(n):

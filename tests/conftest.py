@@ -15,7 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from bus import BusConfig, ServiceClient, ServiceError
+# The replay's index cache (drivers/replay_index.py): one per test session, not the user's.
+os.environ.setdefault("SO101_CACHE_DIR", tempfile.mkdtemp(prefix="so101-test-cache-"))
+
+from bus import BusConfig, ServiceClient, ServiceError  # noqa: E402
 from bus.wire import VERSION
 
 REPO = Path(__file__).resolve().parents[1]

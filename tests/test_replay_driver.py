@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import socket
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -319,3 +320,39 @@ def test_works_without_network(small: Path, monkeypatch: pytest.MonkeyPatch) -> 
     replay = DatasetReplay(small)
     assert len(list(replay.steps(1))) == SMALL_LENGTHS[1]
     replay.close()
+
+
+def test_a_restart_reads_the_cached_index_without_importing_lerobot(
+    small: Path, tmp_path: Path
+) -> None:
+    """The first open goes through lerobot and caches what the replay needs; the next one (a
+    supervisord restart) reads the cache and never imports lerobot or torch."""
+    root, cache = tmp_path / "ds", tmp_path / "cache"
+    shutil.copytree(small, root)
+    first = DatasetReplay(root, cache_dir=cache)
+    assert not first.from_cache
+    expected = [(s.states["arm"], s.actions["arm"], s.images["top"]) for s in first.steps(1)]
+    first.close()
+    again = DatasetReplay(root, cache_dir=cache)
+    assert again.from_cache and again.arms == first.arms and again.cameras == first.cameras
+    got = [(s.states["arm"], s.actions["arm"], s.images["top"]) for s in again.steps(1)]
+    again.close()
+    assert len(got) == len(expected) == SMALL_LENGTHS[1]
+    for (s1, a1, i1), (s2, a2, i2) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(s1, s2)
+        np.testing.assert_array_equal(a1, a2)
+        np.testing.assert_array_equal(i1, i2)
+    code = (
+        "import sys; from drivers.replay import DatasetReplay; "
+        f"r = DatasetReplay({str(root)!r}, cache_dir={str(cache)!r}); next(iter(r.steps(0))); "
+        "r.close(); print(r.from_cache, 'lerobot' in sys.modules, 'torch' in sys.modules)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120
+    )
+    assert done.stdout.split() == ["True", "False", "False"], done.stdout + done.stderr
+    # Any change to the dataset's files is a cache miss.
+    data = next((root / "data").rglob("*.parquet"))
+    st = data.stat()
+    os.utime(data, ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert not DatasetReplay(root, cache_dir=cache).from_cache

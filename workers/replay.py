@@ -146,13 +146,16 @@ def main() -> None:
         raise SystemExit(2) from None
     period = 1.0 / (replay.fps * cfg.speed)
     log.info(
-        "dataset %s: %d episodes, %d fps, cameras %s, arms %s; speed %.2f",
+        "dataset %s: %d episodes, %d fps, cameras %s, arms %s; speed %.2f; %s",
         replay.root,
         len(replay.episodes),
         replay.fps,
         {k: f"{w}x{h}" for k, (h, w) in replay.cameras.items()},
         list(replay.arms),
         cfg.speed,
+        "index from the cache (lerobot not imported)"
+        if replay.from_cache
+        else "opened through lerobot",
     )
 
     pub = Publisher(cfg.bus, cfg.name)
