@@ -17,12 +17,11 @@ from bus.health import HealthReporter
 from drivers.backoff import Backoff
 from drivers.camera import CameraLost, OpenCVCamera
 from workers import lifecycle
+from workers.lifecycle import exit_bad_config, parse_or_exit
 from workers.meters import RateMeter
 from workers.robot_config import (
     ConfigError,
     RobotIOConfig,
-    exit_bad_config,
-    parse_or_exit,
     selected_camera,
 )
 

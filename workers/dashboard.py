@@ -36,7 +36,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import cv2
-import draccus
 import numpy as np
 from aiohttp import WSMsgType, web
 
@@ -944,7 +943,7 @@ async def serve(
 
 
 def main() -> None:
-    cfg = draccus.parse(DashboardConfig)
+    cfg = lifecycle.parse_or_exit(DashboardConfig, "dashboard")
     log, stop = lifecycle.start(cfg.name)
     try:
         cfg.check()

@@ -28,7 +28,7 @@ import numpy as np
 
 from bus import Subscriber, topics
 from workers.launch import REPO, Launch, LaunchError
-from workers.robot_config import exit_bad_config, parse_or_exit
+from workers.lifecycle import exit_bad_config, parse_or_exit
 from workers.tasks import checkpoint_camera_sizes, get_task
 
 EPISODE_S = {"lift": 15.0, "sort": 30.0, "stack": 20.0}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import threading
 from dataclasses import dataclass, field
 
-import draccus
 import numpy as np
 
 from bus import BusConfig, Message, Reply, RequestError, ServiceWorker, Subscriber, topics
@@ -120,7 +119,7 @@ class ExpertPolicy:
 
 
 def main() -> None:
-    cfg = draccus.parse(ExpertConfig)
+    cfg = lifecycle.parse_or_exit(ExpertConfig, "expert_policy")
     log, stop = lifecycle.start(cfg.name)
     try:
         policy = ExpertPolicy(cfg, log)

@@ -20,7 +20,6 @@ import threading
 from collections import deque
 from dataclasses import dataclass, field
 
-import draccus
 import numpy as np
 
 from bus import BusConfig, Message, Publisher, Reply, RequestError, ServiceWorker
@@ -131,7 +130,7 @@ def request_prefix(request: Message) -> Prefix | None:
 
 
 def main() -> None:
-    cfg = draccus.parse(PolicyWorkerConfig)
+    cfg = lifecycle.parse_or_exit(PolicyWorkerConfig, "policy")
     process = cfg.name or f"policy-{cfg.task}"
     log, stop = lifecycle.start(process)
     try:

@@ -23,7 +23,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import BinaryIO, TextIO
 
-import draccus
 from supervisor import childutils
 
 from bus import BusConfig, Publisher, topics
@@ -103,7 +102,7 @@ class ListenerProtocol:
 
 
 def main() -> None:
-    cfg = draccus.parse(ProcessEventsConfig)
+    cfg = lifecycle.parse_or_exit(ProcessEventsConfig, "process_events")
     # stdout belongs to the protocol: keep a private handle on it, then point fd 1 at stderr so
     # that nothing else (a library's print) can ever corrupt the conversation.
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")

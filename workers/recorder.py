@@ -23,8 +23,6 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-import draccus
-
 from bus import BusConfig, Message, Publisher, Subscriber, topics
 from bus.clock import now
 from bus.health import HealthReporter
@@ -461,7 +459,7 @@ def build_spec(cfg: RecorderConfig) -> DatasetSpec:
 
 
 def main() -> None:
-    cfg = draccus.parse(RecorderConfig)
+    cfg = lifecycle.parse_or_exit(RecorderConfig, "recorder")
     log, stop = lifecycle.start(cfg.name)
     root = cfg.root or str(REPO / "recordings" / cfg.task)
     try:

@@ -16,7 +16,6 @@ import bisect
 import time
 from dataclasses import dataclass, field
 
-import draccus
 import numpy as np
 
 from bus import BusConfig, Message, Publisher, Subscriber, topics
@@ -127,7 +126,7 @@ def publish_step(pub: Publisher, step: ReplayStep, names: dict[str, list[str]]) 
 
 
 def main() -> None:
-    cfg = draccus.parse(ReplayConfig)
+    cfg = lifecycle.parse_or_exit(ReplayConfig, "replay")
     log, stop = lifecycle.start(cfg.name)
     try:
         task = get_task(cfg.task)

@@ -8,12 +8,7 @@ process. Entries of `cameras` / `arms` are overridden on the command line as YAM
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass, field
-from typing import NoReturn
-
-import draccus
-import yaml
 
 from bus import BusConfig
 from drivers.camera import CameraSettings
@@ -131,16 +126,3 @@ def check_servo(cfg: RobotIOConfig) -> None:
             raise ConfigError(f"arms.{name}: read_retries >= 0 and reconnect_after_failures >= 1")
         if arm.max_step <= 0 or any(v <= 0 for v in arm.joint_max_step.values()):
             raise ConfigError(f"arms.{name}: max_step values must be > 0")
-
-
-def parse_or_exit[C](cls: type[C], process: str, args: list[str] | None = None) -> C:
-    """Parse the config; anything wrong ends the process with one line and exit code 2."""
-    try:
-        return draccus.parse(cls, args=args)
-    except (draccus.utils.DecodingError, yaml.YAMLError, OSError, ValueError, TypeError) as exc:
-        exit_bad_config(process, exc)
-
-
-def exit_bad_config(process: str, exc: BaseException) -> NoReturn:
-    print(f"{process}: bad config: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
-    raise SystemExit(2)

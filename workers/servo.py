@@ -30,14 +30,13 @@ from drivers.servo import (
 )
 from workers import lifecycle
 from workers.arm_channel import ArmBus, ArmChannel, safety_limits
+from workers.lifecycle import exit_bad_config, parse_or_exit
 from workers.meters import MillisWindow, RateMeter
 from workers.robot_config import (
     ArmSettings,
     ConfigError,
     RobotIOConfig,
     check_servo,
-    exit_bad_config,
-    parse_or_exit,
 )
 
 # Below this, wait for the next tick with sleep(): ZeroMQ's poll counts whole milliseconds.

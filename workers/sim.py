@@ -32,8 +32,9 @@ from drivers.sim.render import CameraRig, Frame, RenderError, RenderThread
 from drivers.sim.world import Outcome, SimWorld
 from workers import lifecycle
 from workers.arm_channel import ArmBus, ArmChannel, safety_limits
+from workers.lifecycle import exit_bad_config, parse_or_exit
 from workers.meters import MillisWindow, RateMeter
-from workers.robot_config import ArmSettings, ServoSettings, exit_bad_config, parse_or_exit
+from workers.robot_config import ArmSettings, ServoSettings
 from workers.tasks import checkpoint_camera_sizes
 
 EPISODE_TOPIC = topics.event("episode")

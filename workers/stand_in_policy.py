@@ -17,7 +17,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 
-import draccus
 import numpy as np
 
 from bus import BusConfig, Message, Reply, RequestError, ServiceWorker, Subscriber, topics
@@ -90,7 +89,7 @@ class StandInPolicy:
 
 
 def main() -> None:
-    cfg = draccus.parse(StandInConfig)
+    cfg = lifecycle.parse_or_exit(StandInConfig, "stand_in_policy")
     log, stop = lifecycle.start(cfg.name)
     policy = StandInPolicy(cfg)
     control = Subscriber(cfg.bus, [topics.event("stand_in")], mode="every")

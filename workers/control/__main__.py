@@ -23,7 +23,6 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 
-import draccus
 import numpy as np
 
 from bus import (
@@ -514,7 +513,7 @@ class ControlLoop:
 
 
 def main() -> None:
-    cfg = draccus.parse(ControlConfig)
+    cfg = lifecycle.parse_or_exit(ControlConfig, "control")
     log, stop = lifecycle.start(cfg.name)
     try:
         get_task(cfg.task)
