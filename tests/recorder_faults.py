@@ -26,7 +26,7 @@ import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from drivers.dataset_writer import DatasetSpec, EpisodeWriter  # noqa: E402
+from drivers.recording import DatasetSpec, EpisodeWriter  # noqa: E402
 
 BASE_EPISODES = 2
 FRAMES = 12
@@ -99,7 +99,7 @@ def install(scenario: str) -> tuple[int, str]:
     import lerobot.datasets.dataset_metadata as dm
     from lerobot.datasets.dataset_writer import DatasetWriter
 
-    import drivers.dataset_writer as dw
+    import drivers.recording.episode_writer as dw
 
     task = "lift the cube"
     if scenario == "tasks":  # a new task text makes lerobot rewrite tasks.parquet

@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 
 from bus import BusConfig, Publisher, Subscriber
-from drivers.dataset_writer import (
+from drivers.frame_clock import EpisodeClock
+from drivers.recording import (
     JOURNAL_DIR,
     DatasetSpec,
     EpisodeWriter,
     RecordingError,
     feature_differences,
 )
-from drivers.frame_clock import EpisodeClock
 
 from conftest import REPO, bus_args, wait_until
 
@@ -516,7 +516,7 @@ class HeldWriter:
         self.frames += 1
 
     def end(self, report):
-        from drivers.dataset_writer import SavedEpisode
+        from drivers.recording import SavedEpisode
 
         self.episodes.append(self.frames)
         return SavedEpisode(
@@ -545,7 +545,7 @@ def test_a_full_backlog_cuts_the_episode_and_refuses_new_ones_until_it_drains() 
     import logging
 
     from bus import Message
-    from drivers.dataset_writer import BackgroundWriter
+    from drivers.recording import BackgroundWriter
     from workers.recorder import Recorder, RecorderConfig, build_spec
 
     cfg = RecorderConfig(task="lift", action="state", max_backlog_mb=1.0)
@@ -597,3 +597,12 @@ def test_a_full_backlog_cuts_the_episode_and_refuses_new_ones_until_it_drains() 
         what="the next episode saved",
     )
     background.close(10)
+
+
+def test_lerobot_still_has_what_the_recorder_relies_on() -> None:
+    """The recorder subclasses lerobot internals and sets private flags (all of it in
+    drivers/recording/lerobot_compat.py): a lerobot upgrade that moves any of them fails here,
+    by name, instead of corrupting a recording later."""
+    from drivers.recording import lerobot_compat
+
+    assert lerobot_compat.check() == [], "lerobot changed under the recorder"

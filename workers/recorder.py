@@ -9,7 +9,7 @@ Episodes are delimited by `event/episode` {phase: start/stop} (control, replay) 
 `camera/*`, `state/*` (and `action/*`) topics is received and aligned to the dataset's frame
 clock from the capture times (drivers/frame_clock.py); frames go to a writer thread that
 encodes video while the episode runs and commits each episode on its own
-(drivers/dataset_writer.py): a crash loses at most the episode in progress, and the next start
+(drivers/recording/): a crash loses at most the episode in progress, and the next start
 repairs the folder (logged). `event/recorder` says what happened to each episode,
 `health/recorder` shows the backlog. With `--action=state`, or for frames before the first
 `action/<arm>` message of an episode, the action is the arm's state one frame later.
@@ -27,7 +27,8 @@ from bus import BusConfig, Message, Publisher, Subscriber, topics
 from bus.clock import now
 from bus.health import HealthReporter
 from bus.log import Throttle, warn_throttled
-from drivers.dataset_writer import (
+from drivers.frame_clock import EpisodeClock, Tick
+from drivers.recording import (
     JOINTS,
     BackgroundWriter,
     DatasetSpec,
@@ -35,7 +36,6 @@ from drivers.dataset_writer import (
     EpisodeWriter,
     RecordingError,
 )
-from drivers.frame_clock import EpisodeClock, Tick
 from workers import lifecycle
 from workers.tasks import REPO, TASKS, get_task
 
