@@ -63,6 +63,7 @@ WORKDIR /app
 COPY --from=build /app/.venv /app/.venv
 COPY supervisord.conf pyproject.toml ./
 COPY bus/ bus/
+COPY core/ core/
 COPY drivers/ drivers/
 COPY workers/ workers/
 COPY configs/ configs/

@@ -23,7 +23,7 @@ import numpy as np
 
 from bench.common import REPO, emit, hub_process, ipc_bus, spawn, table
 from bus import BusConfig, Publisher, Subscriber
-from workers.control.plan import stall_bound_fraction
+from core.action_plan import stall_bound_fraction
 
 HORIZON = 16
 FPS = 30.0

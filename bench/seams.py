@@ -35,10 +35,10 @@ import torch
 from bench.common import REPO, emit, hub_process, ipc_bus, pct, spawn, table
 from bench.control import steady_sensors
 from bus import BusConfig, ServiceClient, Subscriber
+from core.action_plan import ActionPlan, max_latency_without_stall, stall_bound_fraction
 from drivers.inpaint import Prefix
 from drivers.policy import PolicyRunner
 from drivers.replay import DatasetReplay
-from workers.control.plan import ActionPlan, max_latency_without_stall, stall_bound_fraction
 
 JOINS = ("inpaint", "blend", "latest")
 FPS = 30.0

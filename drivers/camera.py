@@ -4,7 +4,7 @@ A reader thread owns the cv2.VideoCapture and keeps only the newest frame, so a 
 never backs the device up (each frame replaced unread is counted as dropped) and a device that
 blocks inside OpenCV (unplugged, stalled stream) cannot freeze the caller: `read()` waits at most
 its own timeout and reports the camera lost once no frame has come for `read_timeout_s`. The
-caller then `close()`s and `open()`s again on its own schedule (drivers.backoff).
+caller then `close()`s and `open()`s again on its own schedule (core.backoff).
 
 Frames are RGB uint8 (H, W, 3), C-contiguous, stamped with the injected clock right after the
 grab (before decoding), which is the closest OpenCV lets us get to the exposure.

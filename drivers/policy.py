@@ -22,12 +22,10 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
+from core.so101 import IMAGES_PREFIX, STATE_KEY  # noqa: E402
 from drivers.inpaint import DiffusionInpainter, Prefix, PrefixError  # noqa: E402
 
 log = logging.getLogger("policy")
-
-IMAGE_PREFIX = "observation.images."
-STATE_KEY = "observation.state"
 
 
 class PolicyLoadError(RuntimeError):
@@ -142,7 +140,7 @@ class PolicyRunner:
         self.inpainter = self._inpainter()
 
         self.image_features = {
-            k: tuple(v.shape) for k, v in cfg.input_features.items() if k.startswith(IMAGE_PREFIX)
+            k: tuple(v.shape) for k, v in cfg.input_features.items() if k.startswith(IMAGES_PREFIX)
         }
         state = cfg.input_features.get(STATE_KEY)
         self.state_dim = int(state.shape[0]) if state is not None else 0
@@ -155,7 +153,7 @@ class PolicyRunner:
             else getattr(cfg, "chunk_size", None) or cfg.n_action_steps
         )
         self.arms = list(arms)
-        names = cameras or {k[len(IMAGE_PREFIX) :]: k for k in self.image_features}
+        names = cameras or {k[len(IMAGES_PREFIX) :]: k for k in self.image_features}
         self.cameras = dict(names)  # bus camera name -> feature key
         unknown = sorted(set(self.cameras.values()) - set(self.image_features))
         if unknown:
@@ -375,7 +373,7 @@ def save_random_checkpoint(
 
     torch.manual_seed(seed)
     inputs = {
-        f"{IMAGE_PREFIX}{name}": PolicyFeature(FeatureType.VISUAL, (3, h, w))
+        f"{IMAGES_PREFIX}{name}": PolicyFeature(FeatureType.VISUAL, (3, h, w))
         for name, (h, w) in cameras.items()
     }
     inputs[STATE_KEY] = PolicyFeature(FeatureType.STATE, (state_dim,))
@@ -399,7 +397,7 @@ def save_random_checkpoint(
         }
 
     stats = {STATE_KEY: vector(state_dim, -180, 180), "action": vector(action_dim, -180, 180)}
-    for key in (k for k in inputs if k.startswith(IMAGE_PREFIX)):
+    for key in (k for k in inputs if k.startswith(IMAGES_PREFIX)):
         stats[key] = {
             "mean": torch.full((3, 1, 1), 0.5),
             "std": torch.full((3, 1, 1), 0.25),

@@ -26,13 +26,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 
+from core.so101 import ARM_PREFIXES, IMAGES_PREFIX, SINGLE_ARM  # noqa: E402
 from drivers import replay_index  # noqa: E402
 
 log = logging.getLogger(__name__)
-
-IMAGES_PREFIX = "observation.images."
-ARM_PREFIXES = {"left_": "left_arm", "right_": "right_arm"}
-SINGLE_ARM = "arm"
 
 
 class ReplayError(Exception):

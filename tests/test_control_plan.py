@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from workers.control.plan import (
+from core.action_plan import (
     ActionPlan,
     LatencyEstimate,
     max_latency_without_stall,

@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 
 from bus import BusConfig, Publisher, Subscriber
-from drivers.frame_clock import EpisodeClock
+from core.frame_clock import EpisodeClock
 from drivers.recording import (
     JOURNAL_DIR,
     DatasetSpec,

@@ -1,11 +1,11 @@
-"""drivers.safety: goal validation, clamping, step limits, watchdog hold and e-stop latch."""
+"""core.safety: goal validation, clamping, step limits, watchdog hold and e-stop latch."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from drivers.safety import (
+from core.safety import (
     RESUMED,
     WAITING_AFTER_ESTOP,
     WAITING_FOR_FIRST_GOAL,

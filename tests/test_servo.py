@@ -14,9 +14,9 @@ import pytest
 import yaml
 
 from bus import BusConfig, Message, Publisher, Subscriber, clock
-from drivers.backoff import Backoff
-from drivers.estop_latch import EstopLatch
-from drivers.safety import WAITING_FOR_FIRST_GOAL
+from core.backoff import Backoff
+from core.estop_latch import EstopLatch
+from core.safety import WAITING_FOR_FIRST_GOAL
 from drivers.servo import (
     JOINTS,
     CalibrationError,

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.safety import GoalGuard, SafetyLimits
+from core.safety import GoalGuard, SafetyLimits
 from drivers.servo import JOINTS, ArmFault
 from drivers.sim import scene as scenes
 from drivers.sim.arm import MujocoArm

@@ -13,8 +13,8 @@ import numpy as np
 
 from bus import Message, Publisher, Subscriber, clock, topics
 from bus.log import Throttle, warn_throttled
-from drivers.estop_latch import EstopLatch
-from drivers.safety import GoalGuard, SafetyLimits, joint_limits, per_joint
+from core.estop_latch import EstopLatch
+from core.safety import GoalGuard, SafetyLimits, joint_limits, per_joint
 from drivers.servo import JOINTS, ArmDriver, ArmFault
 from workers.robot_config import ArmSettings, ServoSettings
 

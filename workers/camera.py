@@ -14,7 +14,7 @@ import logging
 
 from bus import Publisher, clock, topics
 from bus.health import HealthReporter
-from drivers.backoff import Backoff
+from core.backoff import Backoff
 from drivers.camera import CameraLost, OpenCVCamera
 from workers import lifecycle
 from workers.lifecycle import exit_bad_config, parse_or_exit

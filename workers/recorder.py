@@ -7,7 +7,7 @@
 Episodes are delimited by `event/episode` {phase: start/stop} (control, replay) or
 `event/record` {command: start/stop} (teleoperation, dashboard). Every message of the task's
 `camera/*`, `state/*` (and `action/*`) topics is received and aligned to the dataset's frame
-clock from the capture times (drivers/frame_clock.py); frames go to a writer thread that
+clock from the capture times (core/frame_clock.py); frames go to a writer thread that
 encodes video while the episode runs and commits each episode on its own
 (drivers/recording/): a crash loses at most the episode in progress, and the next start
 repairs the folder (logged). `event/recorder` says what happened to each episode,
@@ -27,7 +27,7 @@ from bus import BusConfig, Message, Publisher, Subscriber, topics
 from bus.clock import now
 from bus.health import HealthReporter
 from bus.log import Throttle, warn_throttled
-from drivers.frame_clock import EpisodeClock, Tick
+from core.frame_clock import EpisodeClock, Tick
 from drivers.recording import (
     JOINTS,
     BackgroundWriter,

@@ -3,7 +3,7 @@
     uv run python -m workers.servo --config_path=configs/robot.yaml
 
 At the control rate (30 Hz default, up to 100 Hz, on a fixed monotonic schedule) it reads each
-arm, publishes `state/<arm>`, and writes the goal drivers.safety allows. Between ticks it waits
+arm, publishes `state/<arm>`, and writes the goal core.safety allows. Between ticks it waits
 on the bus, so a new `action/<arm>` goal reaches the servos at once rather than at the next tick,
 and an `event/estop` stops every arm at once (latched on disk with `servo.estop_latch_file`, so a
 restart does not release it). Holds and resumes are published on `event/hold`.
@@ -18,8 +18,8 @@ import numpy as np
 
 from bus import Publisher, Subscriber
 from bus.health import HealthReporter
-from drivers.estop_latch import EstopLatch
-from drivers.safety import GoalGuard
+from core.estop_latch import EstopLatch
+from core.safety import GoalGuard
 from drivers.servo import (
     ArmDriver,
     CalibrationError,

@@ -25,8 +25,8 @@ import numpy as np
 
 from bus import BusConfig, Message, Publisher, Subscriber, clock, topics
 from bus.health import HealthReporter
-from drivers.estop_latch import EstopLatch
-from drivers.safety import GoalGuard
+from core.estop_latch import EstopLatch
+from core.safety import GoalGuard
 from drivers.sim.arm import MujocoArm
 from drivers.sim.render import CameraRig, Frame, RenderError, RenderThread
 from drivers.sim.world import Outcome, SimWorld

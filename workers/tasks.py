@@ -10,8 +10,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from core.so101 import JOINTS, SINGLE_ARM, TWO_ARMS
+
 REPO = Path(__file__).resolve().parents[1]
-JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
 
 
 @dataclass(frozen=True)
@@ -37,16 +38,16 @@ class Task:
 TASKS = {
     t.name: t
     for t in (
-        Task("lift", ("arm",), ("front",), "lift the cube"),
+        Task("lift", (SINGLE_ARM,), ("front",), "lift the cube"),
         Task(
             "sort",
-            ("left_arm", "right_arm"),
+            TWO_ARMS,
             ("front", "left_wrist", "right_wrist"),
             "sort the cubes by colour",
         ),
         Task(
             "stack",
-            ("left_arm", "right_arm"),
+            TWO_ARMS,
             ("front", "left_wrist", "right_wrist"),
             "stack the red cube on the blue cube",
         ),

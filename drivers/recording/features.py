@@ -6,10 +6,10 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from core.so101 import IMAGES_PREFIX, JOINTS
+
 log = logging.getLogger(__name__)
 
-JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
-IMAGES_PREFIX = "observation.images."
 TIME_PREFIX = "time."  # outside observation.*: lerobot-train would take it for a state input
 
 

@@ -7,9 +7,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
-# SO-101 joint order, as lerobot's so_follower robot declares its motors (ids 1-6).
-JOINTS = ("shoulder_pan", "shoulder_lift", "elbow_flex", "wrist_flex", "wrist_roll", "gripper")
-GRIPPER = "gripper"
+from core.so101 import GRIPPER, JOINTS  # noqa: F401 (part of the driver interface)
 
 
 class ArmFault(Exception):
@@ -53,7 +51,7 @@ class ArmDriver(ABC):
 
     @abstractmethod
     def write_goals(self, goals: np.ndarray) -> None:
-        """Goal positions for all joints (already checked by drivers.safety). Raises ArmFault."""
+        """Goal positions for all joints (already checked by core.safety). Raises ArmFault."""
 
     @abstractmethod
     def set_torque(self, enabled: bool) -> None:

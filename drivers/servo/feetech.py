@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from drivers.backoff import Backoff
+from core.backoff import Backoff
 from drivers.servo.base import GRIPPER, JOINTS, ArmDriver, ArmFault
 from drivers.servo.calibration import JointCalibration, calibrated_range
 

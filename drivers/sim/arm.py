@@ -41,7 +41,7 @@ class MujocoArm(ArmDriver):
         self._require_connected()
         try:
             self.world.set_goal(self.arm, goals)
-        except ValueError as exc:  # not finite: drivers.safety never lets one through
+        except ValueError as exc:  # not finite: core.safety never lets one through
             raise ArmFault(str(exc)) from None
 
     def set_torque(self, enabled: bool) -> None:

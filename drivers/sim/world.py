@@ -106,7 +106,7 @@ class SimWorld:
 
     def set_goal(self, arm: str, goal: np.ndarray) -> None:
         """Goals are clamped to the joint ranges here too: the actuators never see NaN or a
-        value beyond the model (drivers.safety has checked them already)."""
+        value beyond the model (core.safety has checked them already)."""
         j = self.arms[arm]
         q = j.to_radians(goal)
         if not np.isfinite(q).all():

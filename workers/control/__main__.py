@@ -38,15 +38,15 @@ from bus import (
 from bus.clock import now
 from bus.health import HealthReporter
 from bus.log import Throttle, warn_throttled
-from drivers.backoff import Backoff
-from workers import lifecycle
-from workers.control.observe import ObservationBuilder
-from workers.control.plan import (
+from core.action_plan import (
     ActionPlan,
     LatencyEstimate,
     max_latency_without_stall,
     stall_bound_fraction,
 )
+from core.backoff import Backoff
+from workers import lifecycle
+from workers.control.observe import ObservationBuilder
 from workers.tasks import get_task, service_name
 
 SIM_TOPIC = topics.event("sim")
