@@ -23,16 +23,9 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from bus import BusConfig, Message, Publisher, Subscriber, topics
 from bus.clock import now
-from workers.dashboard import (
-    SIM_RECENT,
-    BusView,
-    DashboardConfig,
-    Pages,
-    drops_of,
-    is_loopback_address,
-    make_app,
-    parse_command,
-)
+from workers.dashboard.config import DashboardConfig
+from workers.dashboard.view import SIM_RECENT, BusView, drops_of
+from workers.dashboard.web import Pages, is_loopback_address, make_app, parse_command
 
 from conftest import DEADLINE, REPO, Proc, bus_args, wait_until
 
