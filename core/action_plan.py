@@ -156,3 +156,34 @@ def stall_bound_fraction(latency: float, horizon: int, dt: float, workers: int =
 def max_latency_without_stall(horizon: int, dt: float, workers: int = 1) -> float:
     """The largest policy latency that runs without stalls (the bound above)."""
     return workers * horizon * dt / (workers + 1)
+
+
+def too_slow_report(latency: float, horizon: int, dt: float, workers: int) -> dict | None:
+    """The `policy too slow` verdict with its numbers and what would fix it; None while the
+    latency is within what `workers` workers can hide."""
+    chunk = horizon * dt
+    limit = max_latency_without_stall(horizon, dt, workers)
+    if latency <= limit + 1e-9:
+        return None
+    bound = stall_bound_fraction(latency, horizon, dt, workers)
+    # L <= N*C/(N+1)  <=>  N >= L / (C - L), and H*dt >= L*(N+1)/N.
+    # (less a hair: 0.4 / (0.5333 - 0.4) is 3, not 3.0000001)
+    needed = f"{int(np.ceil(latency / (chunk - latency) - 1e-9))}" if chunk > latency else "more"
+    longer = int(np.ceil(latency * (workers + 1) / workers / dt - 1e-9))
+    text = (
+        f"policy too slow: latency {latency * 1000:.0f} ms vs chunk {chunk * 1000:.0f} ms "
+        f"({horizon} actions at {1 / dt:g} Hz); {workers} worker(s) run without stalls only "
+        f"while latency <= N*chunk/(N+1) = {limit * 1000:.0f} ms. Expect at least "
+        f"{bound * 60000:.0f} ms of stall per minute. Fix: a faster policy (fewer diffusion "
+        f"steps, a GPU), a longer horizon (>= {longer} actions), or {needed} policy workers "
+        "(SO101_POLICY_WORKERS)."
+    )
+    return {
+        "text": text,
+        "latency_ms": latency * 1000,
+        "chunk_ms": chunk * 1000,
+        "stall_bound_ms_per_min": bound * 60000,
+        "horizon": horizon,
+        "workers": workers,
+        "max_latency_ms": limit * 1000,
+    }

@@ -10,6 +10,7 @@ from core.action_plan import (
     LatencyEstimate,
     max_latency_without_stall,
     stall_bound_fraction,
+    too_slow_report,
 )
 
 DT = 0.1
@@ -128,3 +129,11 @@ def test_seam_jumps_are_measured_where_a_chunk_takes_over(blend: str, jump: floa
     assert list(plan.seams) == [pytest.approx(jump)]
     plan.add(chunk([10] * 8), t_obs=2 * DT)  # the same plan again
     assert plan.seams[-1] == pytest.approx(0.0 if blend == "latest" else 2.5)
+
+
+def test_too_slow_report_names_the_bound_and_the_fix() -> None:
+    assert too_slow_report(0.25, 16, 1 / 30, workers=1) is None  # within half a chunk
+    report = too_slow_report(0.4, 16, 1 / 30, workers=1)
+    assert report["max_latency_ms"] == pytest.approx(16 / 30 / 2 * 1000)
+    assert "3 policy workers" in report["text"]  # 0.4 / (0.533 - 0.4) = 3
+    assert too_slow_report(0.4, 16, 1 / 30, workers=3) is None

@@ -20,13 +20,10 @@ from __future__ import annotations
 
 import logging
 import time
-from collections import deque
-from dataclasses import dataclass, field
 
 import numpy as np
 
 from bus import (
-    BusConfig,
     Message,
     Publisher,
     ServiceClient,
@@ -41,97 +38,15 @@ from bus.log import Throttle, warn_throttled
 from core.action_plan import (
     ActionPlan,
     LatencyEstimate,
-    max_latency_without_stall,
-    stall_bound_fraction,
+    too_slow_report,
 )
 from core.backoff import Backoff
 from workers import lifecycle
+from workers.control.config import JOINS, ControlConfig, LoopStats
 from workers.control.observe import ObservationBuilder
 from workers.tasks import get_task, service_name
 
 SIM_TOPIC = topics.event("sim")
-JOINS = ("auto", "inpaint", "blend", "latest")
-
-
-@dataclass
-class ControlConfig:
-    bus: BusConfig = field(default_factory=BusConfig)
-    task: str = "lift"
-    # Episodes to run (0 = until stopped) and their length.
-    episodes: int = 0
-    episode_s: float = 20.0
-    fps: float = 30.0
-    # ahead: request the next chunk while the current one covers the latency; sync: baseline.
-    schedule: str = "ahead"
-    # How a new chunk joins the plan: inpaint (send the committed actions; the policy continues
-    # them), blend (average with `blend`), latest (the new chunk wins); auto = inpaint when the
-    # policy says it accepts a prefix (diffusion), else blend.
-    join: str = "auto"
-    # Inpaint: also send the plan beyond the committed actions, weighted down (RTC's soft prefix).
-    prefix_soft: bool = True
-    # Blend: weighted | average (| latest, the same as --join=latest).
-    blend: str = "weighted"
-    blend_weight: float = 0.5
-    # Policy workers to use at once: up to one request in flight per live worker (the hub says
-    # how many are live), staggered.
-    policy_workers: int = 1
-    # Every part of an observation within this many seconds of the observation time.
-    max_skew: float = 0.1
-    # A request without an answer after this long counts as failed.
-    policy_timeout: float = 1.5
-    # Request this many ticks earlier than the latency estimate alone says.
-    margin_ticks: int = 2
-    # Cameras to send (empty = the task's).
-    cameras: list[str] = field(default_factory=list)
-    name: str = "control"
-    # Episode k carries seed `seed + k` in its start marker (the simulator builds the scene from
-    # it, so any episode can be replayed exactly).
-    seed: int = 0
-    # End an episode when the simulator reports its outcome (event/sim), not at episode_s.
-    end_on_outcome: bool = True
-    # Seconds to wait at start for someone (recorder, dashboard) to hear event/episode.
-    wait_for_listeners: float = 2.0
-
-
-@dataclass
-class LoopStats:
-    ticks: int = 0
-    stall_ticks: int = 0  # ticks without a fresh action, once the episode's first one ran
-    startup_ticks: int = 0  # ticks before an episode's first action (connecting, first chunk)
-    actions: int = 0
-    requests: int = 0
-    replies: int = 0
-    errors: int = 0
-    timeouts: int = 0
-    holds: int = 0
-    jitter_ms: deque = field(default_factory=lambda: deque(maxlen=3000))
-    lateness_ms: deque = field(default_factory=lambda: deque(maxlen=3000))
-    latency_ms: deque = field(default_factory=lambda: deque(maxlen=200))
-    skew_ms: deque = field(default_factory=lambda: deque(maxlen=200))
-    started: float = field(default_factory=time.monotonic)
-
-    def summary(self, dt: float) -> dict:
-        def p(values: deque, q: float) -> float | None:
-            return round(float(np.percentile(values, q)), 3) if values else None
-
-        minutes = max((self.ticks - self.startup_ticks) * dt / 60, 1e-9)
-        return {
-            "ticks": self.ticks,
-            "loop_hz": round(self.ticks / max(1e-9, time.monotonic() - self.started), 2),
-            "jitter_p99_ms": p(self.jitter_ms, 99),
-            "stall_ticks": self.stall_ticks,
-            "startup_ticks": self.startup_ticks,
-            "stall_ms_per_min": round(self.stall_ticks * dt * 1000 / minutes, 1),
-            "actions": self.actions,
-            "lateness_p50_ms": p(self.lateness_ms, 50),
-            "requests": self.requests,
-            "replies": self.replies,
-            "errors": self.errors,
-            "timeouts": self.timeouts,
-            "holds": self.holds,
-            "chunk_latency_p50_ms": p(self.latency_ms, 50),
-            "obs_skew_p50_ms": p(self.skew_ms, 50),
-        }
 
 
 class ControlLoop:
@@ -360,37 +275,16 @@ class ControlLoop:
     def _check_fast_enough(self) -> None:
         if self.warned_slow or self.horizon is None or self.cfg.schedule != "ahead":
             return
-        latency, chunk, n = self.latency.value(), self.horizon * self.dt, self.workers
-        limit = max_latency_without_stall(self.horizon, self.dt, n)
-        if len(self.latency.samples) >= 3 and latency > limit:
-            self.warned_slow = True
-            bound = stall_bound_fraction(latency, self.horizon, self.dt, n)
-            # L <= N*C/(N+1)  <=>  N >= L / (C - L), and H*dt >= L*(N+1)/N.
-            needed = f"{int(np.ceil(latency / (chunk - latency)))}" if chunk > latency else "more"
-            text = (
-                f"policy too slow: latency {latency * 1000:.0f} ms vs chunk "
-                f"{chunk * 1000:.0f} ms ({self.horizon} actions at {self.cfg.fps:g} Hz); "
-                f"{n} worker(s) run without stalls only while latency <= N*chunk/(N+1) = "
-                f"{limit * 1000:.0f} ms. Expect at least {bound * 60000:.0f} ms of stall per "
-                f"minute. Fix: a faster policy (fewer diffusion steps, a GPU), a longer "
-                f"horizon (>= {int(np.ceil(latency * (n + 1) / n / self.dt))} actions), or "
-                f"{needed} policy workers (SO101_POLICY_WORKERS)."
-            )
-            self.log.warning("%s", text)
-            self.pub.publish(
-                topics.event("control"),
-                data={
-                    "kind": "policy_too_slow",
-                    "text": text,
-                    "latency_ms": latency * 1000,
-                    "chunk_ms": chunk * 1000,
-                    "stall_bound_ms_per_min": bound * 60000,
-                    "horizon": self.horizon,
-                    "fps": self.cfg.fps,
-                    "workers": n,
-                    "max_latency_ms": limit * 1000,
-                },
-            )
+        if len(self.latency.samples) < 3:
+            return
+        report = too_slow_report(self.latency.value(), self.horizon, self.dt, self.workers)
+        if report is None:
+            return
+        self.warned_slow = True
+        self.log.warning("%s", report["text"])
+        self.pub.publish(
+            topics.event("control"), data={"kind": "policy_too_slow", **report, "fps": self.cfg.fps}
+        )
 
     # -- the tick ----------------------------------------------------------------------------
     def tick(self, tick: int) -> None:
