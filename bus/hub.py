@@ -145,7 +145,11 @@ class Hub:
     def health(self) -> dict:
         s, b = self.forwarder.stats, self.broker.stats
         return {
+            "process": "hub",
             "uptime_s": round(time.monotonic() - self.started, 1),
+            "rate_hz": None,
+            "drops": {"bad": s.bad + b.bad, "lost_upstream": s.gaps.lost},
+            "last_error": None,
             "messages": s.messages,
             "bytes": s.bytes,
             "bad": s.bad + b.bad,

@@ -117,6 +117,14 @@ class Subscriber:
             "bad": self.bad,
         }
 
+    def drops(self) -> dict[str, int]:
+        """What this subscriber lost, for a health report's `drops`. In latest mode skipping an
+        unread message is the point, not a drop."""
+        out = {"bus_lost": self.lost, "bus_bad": self.bad}
+        if self.mode != "latest":
+            out["bus_skipped"] = self.skipped
+        return out
+
     def close(self) -> None:
         self._sock.close(linger=0)
 

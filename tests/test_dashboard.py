@@ -76,6 +76,7 @@ def test_view_maps_chunks_to_arms_and_reports_health() -> None:
                 "uptime_s": 3.0,
                 "last_error": None,
                 "rate_hz": 30.0,
+                "drops": {"bus_lost": 2, "bus_bad": 0},
                 "bus": {"lost": 2, "skipped": 9},
                 "arms": {"left_arm": {"estop": True}},
                 "latency": float("nan"),
@@ -99,7 +100,7 @@ def test_view_maps_chunks_to_arms_and_reports_health() -> None:
     assert c["per_arm"]["right_arm"][0] == [6, 7, 8, 9, 10, 11]
     rows = {p["name"]: p for p in snap["processes"]}
     assert rows["servo"]["alive"] and rows["servo"]["rate"] == 30.0
-    assert rows["servo"]["drops"] == {"bus.lost": 2}  # skipping is latest mode's job, not a drop
+    assert rows["servo"]["drops"] == {"bus_lost": 2}  # nonzero ones
     assert rows["servo"]["data"]["latency"] is None
     assert rows["policy-sort"]["supervisor"]["exits"] == 1 and not rows["policy-sort"]["alive"]
     assert snap["estop"]["engaged"] and snap["estop"]["reported"][0]["where"] == "arms.left_arm"
@@ -193,9 +194,9 @@ def test_view_tallies_simulated_episodes() -> None:
 
 
 def test_drops_and_commands() -> None:
-    assert drops_of({"dropped": 0, "late_frames": 3, "max_lag_ms": 9.0, "frames": 10}) == {
-        "late_frames": 3
-    }
+    health = {"drops": {"dropped": 0, "late_frames": 3}, "max_lag_ms": 9.0, "frames": 10}
+    assert drops_of(health) == {"late_frames": 3}
+    assert drops_of({"late_frames": 3}) == {}  # only the envelope's drops: no guessing
     assert parse_command("estop", {}) == {
         "engaged": True,
         "reason": "pressed on the dashboard",

@@ -83,6 +83,12 @@ def main() -> None:
             **status,
             "camera": name,
             "source": settings.source,
+            "rate_hz": fps.rate(),
+            "drops": {
+                "dropped": camera.dropped,
+                "failed_reads": camera.failed_reads,
+                "abandoned_readers": camera.abandoned_readers,
+            },
             "fps": fps.rate(),
             "frames": fps.count,
             "dropped": camera.dropped,

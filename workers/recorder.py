@@ -503,7 +503,16 @@ def main() -> None:
     pub = Publisher(cfg.bus, cfg.name)
     recorder = Recorder(cfg, spec, background, pub, log, writer.image_hw)
     sub = Subscriber(cfg.bus, recorder.topics, mode="every")
-    health = HealthReporter(pub, cfg.name, lambda: {**recorder.health(), **sub.stats()})
+
+    def collect() -> dict:
+        own, bus = recorder.health(), sub.stats()
+        drops = {
+            k: own[k] for k in ("episodes_refused", "episodes_truncated", "episodes_discarded")
+        }
+        drops.update(sub.drops())
+        return {**own, **bus, "drops": drops}
+
+    health = HealthReporter(pub, cfg.name, collect)
     log.info("ready: recording episodes from %s", cfg.bus.sub)
 
     while not stop.is_set():

@@ -166,6 +166,8 @@ def main() -> None:
         cfg.name,
         lambda: {
             **current,
+            "rate_hz": stats.rate(),
+            "drops": {"late_frames": stats.late, "actions_bad": actions.bad},
             "fps_target": replay.fps * cfg.speed,
             "fps_achieved": round(stats.rate(), 2),
             "frames": stats.frames,

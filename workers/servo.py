@@ -94,6 +94,7 @@ def main() -> None:
     def collect() -> dict:
         return {
             "rate_hz": ticks.rate(),
+            "drops": {"overruns": overruns, **sub.drops()},
             "rate_target_hz": cfg.servo.rate_hz,
             "ticks": ticks.count,
             "overruns": overruns,

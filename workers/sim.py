@@ -261,6 +261,7 @@ def main() -> None:
     def collect() -> dict:
         return {
             "rate_hz": ticks.rate(),
+            "drops": {"render_late": renderer.late, **sub.drops()},
             "rate_target_hz": cfg.servo.rate_hz,
             "camera_fps": cameras.fps.rate(),
             "camera_fps_target": cfg.fps,

@@ -105,9 +105,18 @@ class ControlLoop:
         }
 
     def _health(self) -> dict:
+        summary = self.stats.summary(self.dt)
+        drops = {
+            "stall_ticks": summary["stall_ticks"],
+            "skipped_actions": self.plan.skipped,
+            "timeouts": summary["timeouts"],
+            **{f"obs_not_sent: {k}": v for k, v in self.observer.skipped.items()},
+        }
         return {
-            **self.stats.summary(self.dt),
+            **summary,
             **self._seams(),
+            "rate_hz": summary["loop_hz"],
+            "drops": drops,
             "policy_workers": self.workers,
             "task": self.task.name,
             "episode": self.episode,

@@ -110,6 +110,7 @@ async def serve(
         pub,
         cfg.name,
         lambda: {
+            "drops": streams.drops(),
             "pages": pages.count,
             "updates_pushed": pages.updates,
             "frames_pushed": pages.frames,

@@ -27,9 +27,6 @@ STREAMS = ("camera/", "state/", "action/", "chunk/", "health/")
 # a publisher only learns that *some* subscriber covers a topic, so a subscription of its own
 # would make every press look heard. The e-stop state the page shows is what servos report.
 EVENTS = ("episode", "open_loop", "hold", "process", "camera", "control", "recorder", "sim")
-# Health counters shown as drops (nonzero ones), and the keys a process's rate may go by.
-DROP_KEY = re.compile(r"drop|lost|bad|late|overrun|reject|fail|stale|timeout|errors")
-RATE_KEYS = ("rate_hz", "fps_achieved", "fps", "rate", "loop_hz", "hz")
 # Supervisor states that mean the process died (event/process).
 DEAD_STATES = {"EXITED", "FATAL", "BACKOFF", "UNKNOWN"}
 FRAME_TAG = b"F"  # first byte of a binary WebSocket message carrying a camera frame
@@ -81,19 +78,17 @@ def _number(value: Any) -> bool:
 
 
 def drops_of(data: dict) -> dict[str, float]:
-    """The nonzero drop-like counters of a health report (flattened names)."""
-    return {
-        k: v
-        for k, v in flatten(data).items()
-        if _number(v) and v and DROP_KEY.search(k.rsplit(".", 1)[-1]) and "_ms" not in k
-    }
+    """The nonzero counters of a health report's `drops` (the envelope: bus/health.py)."""
+    drops = data.get("drops")
+    if not isinstance(drops, dict):
+        return {}
+    return {str(k): v for k, v in drops.items() if _number(v) and v}
 
 
 def rate_of(data: dict) -> float | None:
-    for key in RATE_KEYS:
-        if _number(data.get(key)):
-            return data[key]
-    return None
+    """A health report's `rate_hz` (the envelope: bus/health.py)."""
+    rate = data.get("rate_hz")
+    return float(rate) if _number(rate) else None
 
 
 def round_list(values: np.ndarray, digits: int = 3) -> list[float]:
