@@ -125,6 +125,151 @@ def publish_step(pub: Publisher, step: ReplayStep, names: dict[str, list[str]]) 
     return t_cap
 
 
+class Playback:
+    """The dataset on the bus: episodes in order (each decoder opened one episode ahead), every
+    frame on its schedule, and the open-loop error of the actions that came back."""
+
+    def __init__(self, cfg: ReplayConfig, task, replay: DatasetReplay, log, stop):
+        self.cfg, self.task, self.replay, self.log, self.stop = cfg, task, replay, log, stop
+        self.period = 1.0 / (replay.fps * cfg.speed)
+        self.pub = Publisher(cfg.bus, cfg.name)
+        self.actions = Subscriber(
+            cfg.bus, [topics.action(arm) for arm in replay.arms], mode="every"
+        )
+        self.stats = PlaybackStats()
+        self.current = {"episode": None, "frame": 0}
+        self.health = HealthReporter(self.pub, cfg.name, self._health)
+        self.lag_log = Throttle(5.0)
+
+    def _health(self) -> dict:
+        stats = self.stats
+        return {
+            **self.current,
+            "rate_hz": stats.rate(),
+            "drops": {"late_frames": stats.late, "actions_bad": self.actions.bad},
+            "fps_target": self.replay.fps * self.cfg.speed,
+            "fps_achieved": round(stats.rate(), 2),
+            "frames": stats.frames,
+            "late_frames": stats.late,
+            "max_lag_ms": round(stats.max_lag_ms, 1),
+            "actions_received": self.actions.received,
+            "actions_bad": self.actions.bad,
+        }
+
+    def run(self) -> None:
+        # Episode markers must not fall into ZeroMQ's slow-joiner window: give listeners
+        # (control, recorder) a moment to be heard before the first start marker.
+        wait = self.cfg.wait_for_listeners
+        if not self.pub.wait_for_subscriber(topics.event("episode"), wait):
+            self.log.info("no listener for event/episode after %.0f s; playing anyway", wait)
+        self.log.info(
+            "ready: replaying %s on the bus (%s)", self.replay.root.name, self.cfg.bus.pub
+        )
+        order = list(self.replay.episodes)
+        # Opening and seeking a video at the start of an episode held up its first frames by
+        # ~250 ms: each episode's decoder is opened while the one before it plays.
+        upcoming = self.replay.steps(order[0])
+        while not self.stop.is_set():
+            for i, episode in enumerate(order):
+                if self.stop.is_set():
+                    return
+                steps, last = upcoming, i + 1 == len(order)
+                following = order[0] if last else order[i + 1]
+                upcoming = self.replay.steps(following) if self.cfg.loop or not last else None
+                self.play(episode, steps)
+            if not self.cfg.loop:
+                return
+
+    def play(self, episode: int, steps) -> None:
+        error = OpenLoopError(self.replay.recorded_actions(episode))
+        n = self.replay.num_frames(episode)
+        self.current.update(episode=episode, frame=0)
+        self._marker("start", episode, frames=n, fps=self.replay.fps)
+        start, last_pub = None, None
+        for step in steps:
+            if start is None:  # the clock starts with the first decoded step
+                start = time.monotonic() - step.index * self.period
+            if not self._wait_until(start + step.index * self.period):
+                break
+            lag = time.monotonic() - (start + step.index * self.period)
+            t_pub = publish_step(self.pub, step, self.replay.arms)
+            error.frame_shown(t_pub)
+            self._count(episode, step.index, t_pub, last_pub, lag)
+            last_pub = t_pub
+            self._take_actions(error)
+            self.health.tick()
+        self._take_actions(error)  # actions in flight for the last frame
+        self._report(episode, n, error)
+
+    def _wait_until(self, due: float) -> bool:
+        while (wait := due - time.monotonic()) > 0 and not self.stop.is_set():
+            time.sleep(min(wait, 0.05))
+            self.health.tick()
+        return not self.stop.is_set()
+
+    def _count(self, episode: int, frame: int, t_pub: float, last_pub, lag: float) -> None:
+        stats = self.stats
+        self.current["frame"] = frame
+        stats.frames += 1
+        if last_pub is not None:
+            stats.intervals.append(t_pub - last_pub)
+            del stats.intervals[:-300]
+        if lag <= self.period:
+            return
+        stats.late += 1
+        stats.max_lag_ms = max(stats.max_lag_ms, lag * 1000)
+        if (held := self.lag_log.ready("lag")) is not None:
+            self.log.warning(
+                "playback behind schedule by %.0f ms at episode %d frame %d (%d late frames so "
+                "far; decoding or the machine cannot hold %.1f fps)%s",
+                lag * 1000,
+                episode,
+                frame,
+                stats.late,
+                self.replay.fps * self.cfg.speed,
+                f" (+{held} more)" if held else "",
+            )
+
+    def _take_actions(self, error: OpenLoopError) -> None:
+        while (msg := self.actions.recv(0)) is not None:
+            error.add(msg.topic.split("/", 1)[1], msg)
+
+    def _marker(self, phase: str, episode: int, **data) -> None:
+        self.pub.publish(
+            topics.event("episode"),
+            data={
+                "phase": phase,
+                "episode": episode,
+                "task": self.task.name,
+                "source": self.cfg.name,
+                **data,
+            },
+        )
+
+    def _report(self, episode: int, n: int, error: OpenLoopError) -> None:
+        report = {"episode": episode, "task": self.task.name, **error.report()}
+        self._marker("stop", episode, frames=n, open_loop=report)
+        self.pub.publish(topics.event("open_loop"), data=report)
+        if report["rmse"] is None:
+            self.log.info("episode %d done (%d frames); no actions received", episode, n)
+            return
+        self.log.info(
+            "episode %d done (%d frames); open-loop error vs recorded actions: RMSE %.3f over "
+            "%s actions, per joint %s",
+            episode,
+            n,
+            report["rmse"],
+            report["actions"],
+            report["rmse_per_joint"],
+        )
+
+    def close(self) -> None:
+        self.health.tick(force=True)
+        self.replay.close()
+        self.actions.close()
+        self.pub.close()
+
+
 def main() -> None:
     cfg = lifecycle.parse_or_exit(ReplayConfig, "replay")
     log, stop = lifecycle.start(cfg.name)
@@ -143,7 +288,6 @@ def main() -> None:
     except (ReplayError, ValueError) as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
-    period = 1.0 / (replay.fps * cfg.speed)
     log.info(
         "dataset %s: %d episodes, %d fps, cameras %s, arms %s; speed %.2f; %s",
         replay.root,
@@ -156,134 +300,12 @@ def main() -> None:
         if replay.from_cache
         else "opened through lerobot",
     )
-
-    pub = Publisher(cfg.bus, cfg.name)
-    actions = Subscriber(cfg.bus, [topics.action(arm) for arm in replay.arms], mode="every")
-    stats = PlaybackStats()
-    current = {"episode": None, "frame": 0}
-    health = HealthReporter(
-        pub,
-        cfg.name,
-        lambda: {
-            **current,
-            "rate_hz": stats.rate(),
-            "drops": {"late_frames": stats.late, "actions_bad": actions.bad},
-            "fps_target": replay.fps * cfg.speed,
-            "fps_achieved": round(stats.rate(), 2),
-            "frames": stats.frames,
-            "late_frames": stats.late,
-            "max_lag_ms": round(stats.max_lag_ms, 1),
-            "actions_received": actions.received,
-            "actions_bad": actions.bad,
-        },
-    )
-    lag_log = Throttle(5.0)
-    # Episode markers must not fall into ZeroMQ's slow-joiner window: give listeners
-    # (control, recorder) a moment to be heard before the first start marker.
-    if not pub.wait_for_subscriber(topics.event("episode"), cfg.wait_for_listeners):
-        log.info(
-            "no listener for event/episode after %.0f s; playing anyway", cfg.wait_for_listeners
-        )
-    log.info("ready: replaying %s on the bus (%s)", replay.root.name, cfg.bus.pub)
-
-    episode_order = list(replay.episodes)
-    # Each episode's decoder is opened one episode ahead: opening and seeking a video at the
-    # start of an episode held up its first frames by ~250 ms.
-    upcoming = replay.steps(episode_order[0])
-    while not stop.is_set():
-        for i, episode in enumerate(episode_order):
-            if stop.is_set():
-                break
-            steps = upcoming
-            last = i + 1 == len(episode_order)
-            following = episode_order[0] if last else episode_order[i + 1]
-            upcoming = replay.steps(following) if cfg.loop or not last else None
-            error = OpenLoopError(replay.recorded_actions(episode))
-            n = replay.num_frames(episode)
-            current.update(episode=episode, frame=0)
-            pub.publish(
-                topics.event("episode"),
-                data={
-                    "phase": "start",
-                    "episode": episode,
-                    "task": task.name,
-                    "source": cfg.name,
-                    "frames": n,
-                    "fps": replay.fps,
-                },
-            )
-            start = None
-            last_pub = None
-            for step in steps:
-                if start is None:  # the clock starts with the first decoded step
-                    start = time.monotonic() - step.index * period
-                due = start + step.index * period
-                while (wait := due - time.monotonic()) > 0 and not stop.is_set():
-                    time.sleep(min(wait, 0.05))
-                    health.tick()
-                if stop.is_set():
-                    break
-                lag = time.monotonic() - due
-                t_pub = publish_step(pub, step, replay.arms)
-                error.frame_shown(t_pub)
-                current["frame"] = step.index
-                stats.frames += 1
-                if last_pub is not None:
-                    stats.intervals.append(t_pub - last_pub)
-                    del stats.intervals[:-300]
-                last_pub = t_pub
-                if lag > period:
-                    stats.late += 1
-                    stats.max_lag_ms = max(stats.max_lag_ms, lag * 1000)
-                    if (held := lag_log.ready("lag")) is not None:
-                        log.warning(
-                            "playback behind schedule by %.0f ms at episode %d frame %d "
-                            "(%d late frames so far; decoding or the machine cannot "
-                            "hold %.1f fps)%s",
-                            lag * 1000,
-                            episode,
-                            step.index,
-                            stats.late,
-                            replay.fps * cfg.speed,
-                            f" (+{held} more)" if held else "",
-                        )
-                while (msg := actions.recv(0)) is not None:
-                    error.add(msg.topic.split("/", 1)[1], msg)
-                health.tick()
-            while (msg := actions.recv(0)) is not None:  # actions in flight for the last frame
-                error.add(msg.topic.split("/", 1)[1], msg)
-            report = {"episode": episode, "task": task.name, **error.report()}
-            pub.publish(
-                topics.event("episode"),
-                data={
-                    "phase": "stop",
-                    "episode": episode,
-                    "task": task.name,
-                    "source": cfg.name,
-                    "frames": n,
-                    "open_loop": report,
-                },
-            )
-            pub.publish(topics.event("open_loop"), data=report)
-            if report["rmse"] is None:
-                log.info("episode %d done (%d frames); no actions received", episode, n)
-            else:
-                log.info(
-                    "episode %d done (%d frames); open-loop error vs recorded actions: "
-                    "RMSE %.3f over %s actions, per joint %s",
-                    episode,
-                    n,
-                    report["rmse"],
-                    report["actions"],
-                    report["rmse_per_joint"],
-                )
-        if not cfg.loop:
-            break
-    health.tick(force=True)
-    replay.close()
-    actions.close()
-    pub.close()
-    lifecycle.finish(log, f"stopped after {stats.frames} frames")
+    playback = Playback(cfg, task, replay, log, stop)
+    try:
+        playback.run()
+    finally:
+        playback.close()
+    lifecycle.finish(log, f"stopped after {playback.stats.frames} frames")
 
 
 if __name__ == "__main__":
