@@ -13,7 +13,7 @@
     runs). Then closed loop in the simulator (`--sim-episodes`, 0 to skip): the shipped sim
     checkpoint through the whole stack with each join, success over the same seeds.
 (b) A stand-in policy of L = 400 ms with 16-action chunks at 30 Hz, through real processes:
-    stall ms/min with 1, 2 and 3 workers, against the bound N * chunk / (N + 1).
+    stall ms/min with 1 to 4 workers, against the bound N * chunk / (N + 1).
 (c) Two workers (L = 250 ms), one killed with SIGKILL mid-episode: the longest gap between
     actions on the bus around the kill.
 Last line: JSON with seam_jump_p99_<join>, open_loop_rmse_<join>, jerk_rms_<join>,
@@ -215,7 +215,7 @@ def bench_workers(seconds: float) -> dict:
         sensors = spawn().Process(target=steady_sensors, args=(cfg, stop))
         sensors.start()
         try:
-            stalls = {n: run_workers(cfg, 0.4, n, seconds) for n in (1, 2, 3)}
+            stalls = {n: run_workers(cfg, 0.4, n, seconds) for n in (1, 2, 3, 4)}
             failover = run_workers(cfg, 0.25, 2, seconds, kill_at=seconds / 3)
         finally:
             stop.set()
