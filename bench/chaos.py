@@ -25,6 +25,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -132,18 +133,28 @@ def poisoned(n: int) -> list[list[bytes]]:
 
 
 def flood(stack: PrivateStack, chaos: Chaos, n: int) -> dict:
+    """Send the poisoned messages from a thread while this one keeps reading the bus (a reader
+    that stops reading would have its own messages dropped by the hub, and see a gap that the
+    stack never had)."""
     pids = {name: info["pid"] for name, info in stack.infos().items()}
-    ctx = zmq.Context.instance()
-    pub = ctx.socket(zmq.PUB)
-    pub.sndhwm = n + 100
-    pub.connect(stack.bus.pub)
-    time.sleep(0.5)  # PUB has no way to know the hub's subscription has arrived
+    sent = threading.Event()
+
+    def send() -> None:
+        pub = zmq.Context.instance().socket(zmq.PUB)
+        pub.sndhwm = n + 100
+        pub.connect(stack.bus.pub)
+        time.sleep(0.5)  # PUB has no way to know the hub's subscription has arrived
+        for parts in poisoned(n):
+            pub.send_multipart(parts)
+            time.sleep(0.0005)
+        pub.close(linger=2000)
+        sent.set()
+
     t0 = now()
-    for parts in poisoned(n):
-        pub.send_multipart(parts)
-        time.sleep(0.0005)
-    pub.close(linger=2000)
-    chaos.wait("the settle time after the flood", lambda: now() - t0 > SETTLE_S)
+    threading.Thread(target=send, name="flood", daemon=True).start()
+    chaos.wait("the flood to be sent", sent.is_set, timeout=120)
+    t_sent = now()
+    chaos.wait("the settle time after the flood", lambda: now() - t_sent > SETTLE_S)
     infos = stack.infos()
     restarts = sorted(
         n for n, i in infos.items() if i["pid"] != pids.get(n) or i["statename"] != "RUNNING"
