@@ -72,11 +72,11 @@ class Chaos:
     def actions_since(self, t: float) -> int:
         return sum(1 for s in self.sends if s > t)
 
-    def max_gap(self, t0: float, t1: float) -> float:
+    def max_gap(self, t0: float, t1: float) -> float | None:
         inside = [s for s in self.sends if t0 <= s <= t1]
         before = [s for s in self.sends if s < t0][-1:]
         times = before + inside
-        return float(np.diff(times).max()) if len(times) > 1 else float("inf")
+        return round(float(np.diff(times).max()), 3) if len(times) > 1 else None  # None: none seen
 
     def kill(self, program: str) -> dict:
         """SIGKILL; then: a new process (spawned_s), supervisord's RUNNING (which it declares
@@ -102,7 +102,7 @@ class Chaos:
         return {
             "spawned_s": round(spawned, 2),
             "running_s": round(running, 2),
-            "gap_s": round(self.max_gap(t_kill - 1, now()), 3),
+            "gap_s": self.max_gap(t_kill - 1, now()),
         }
 
 
@@ -161,7 +161,7 @@ def flood(stack: PrivateStack, chaos: Chaos, n: int) -> dict:
     )
     return {
         "restarts": restarts,
-        "gap_s": round(chaos.max_gap(t0, now()), 3),
+        "gap_s": chaos.max_gap(t0, now()),
         "actions": chaos.actions_since(t0),
     }
 
@@ -233,7 +233,7 @@ def main() -> None:
         chaos.wait("actions flowing", lambda: len(chaos.sends) > 60)
         t = now()
         chaos.wait("a normal stretch", lambda: now() - t > SETTLE_S)
-        result["gap_s_normal"] = round(chaos.max_gap(t, now()), 3)
+        result["gap_s_normal"] = chaos.max_gap(t, now())
         for program in programs:
             got = chaos.kill(program)
             print(
