@@ -430,7 +430,9 @@ def test_conf_programs_share_the_restart_and_log_policy() -> None:
     for section in sections:
         opts = dict(parser.items(section))
         log = "stderr_logfile" if section.startswith("eventlistener") else "stdout_logfile"
-        assert opts[log] == "%(ENV_SO101_LOG_DIR)s/%(program_name)s.log", section
+        # A program of several processes (numprocs) logs each under its process name.
+        name = opts.get("process_name", "%(program_name)s")
+        assert opts[log] == f"%(ENV_SO101_LOG_DIR)s/{name}.log", section
         assert opts[f"{log}_maxbytes"] and opts[f"{log}_backups"], section
         assert 'PYTHONUNBUFFERED="1"' in opts["environment"], section
         assert opts["stopasgroup"] == "true" and opts["autorestart"] == "unexpected", section
