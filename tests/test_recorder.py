@@ -546,7 +546,8 @@ def test_a_full_backlog_cuts_the_episode_and_refuses_new_ones_until_it_drains() 
 
     from bus import Message
     from drivers.recording import BackgroundWriter
-    from workers.recorder import Recorder, RecorderConfig, build_spec
+    from workers.episode_recorder import Recorder
+    from workers.recorder import RecorderConfig, build_spec
 
     cfg = RecorderConfig(task="lift", action="state", max_backlog_mb=1.0)
     spec = build_spec(cfg)
