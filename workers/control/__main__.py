@@ -42,7 +42,7 @@ from core.action_plan import (
 )
 from core.backoff import Backoff
 from workers import lifecycle
-from workers.control.config import JOINS, ControlConfig, LoopStats
+from workers.control.config import ControlConfig, LoopStats
 from workers.control.observe import ObservationBuilder
 from workers.tasks import get_task, service_name
 
@@ -50,19 +50,22 @@ SIM_TOPIC = topics.event("sim")
 
 
 class ControlLoop:
-    def __init__(self, cfg: ControlConfig, log: logging.Logger):
+    def __init__(
+        self,
+        cfg: ControlConfig,
+        log: logging.Logger,
+        pub: Publisher,
+        sub: Subscriber,
+        client: ServiceClient,
+    ):
         self.cfg = cfg
         self.log = log
         self.task = get_task(cfg.task)
         self.dt = 1.0 / cfg.fps
         self.service = service_name(self.task.name)
         self.arms = list(self.task.arms)
-        self.observer = ObservationBuilder(
-            cfg.cameras or list(self.task.cameras), self.arms, cfg.max_skew
-        )
-        self.pub = Publisher(cfg.bus, cfg.name)
-        self.sub = Subscriber(cfg.bus, self.observer.topics() + [SIM_TOPIC], mode="latest")
-        self.client = ServiceClient(cfg.bus, cfg.name)
+        self.observer = observer_for(cfg)
+        self.pub, self.sub, self.client = pub, sub, client
         self.latency = LatencyEstimate(initial=cfg.policy_timeout / 2)
         self.stats = LoopStats()
         self.join = cfg.join  # "auto" until the first reply says whether a prefix is accepted
@@ -409,10 +412,14 @@ class ControlLoop:
         )
         return self.cfg.end_on_outcome
 
-    def close(self) -> None:
-        self.health.tick(force=True)
-        for closable in (self.sub, self.client, self.pub):
-            closable.close()
+    @staticmethod
+    def subscriptions(cfg: ControlConfig) -> list[str]:
+        return observer_for(cfg).topics() + [SIM_TOPIC]
+
+
+def observer_for(cfg: ControlConfig) -> ObservationBuilder:
+    task = get_task(cfg.task)
+    return ObservationBuilder(cfg.cameras or list(task.cameras), list(task.arms), cfg.max_skew)
 
 
 def main() -> None:
@@ -420,23 +427,34 @@ def main() -> None:
     log, stop = lifecycle.start(cfg.name)
     try:
         get_task(cfg.task)
-        if cfg.schedule not in ("ahead", "sync"):
-            raise ValueError(f"--schedule={cfg.schedule!r}: expected ahead or sync")
-        if cfg.join not in JOINS:
-            raise ValueError(f"--join={cfg.join!r}: expected one of {', '.join(JOINS)}")
-        if cfg.policy_workers < 1:
-            raise ValueError(f"--policy_workers={cfg.policy_workers}: expected >= 1")
-        if cfg.fps <= 0 or cfg.episode_s <= 0:
-            raise ValueError("--fps and --episode_s must be > 0")
-        loop = ControlLoop(cfg, log)
+        cfg.check()
     except ValueError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
-    # Episode markers must not fall into ZeroMQ's slow-joiner window.
-    if not loop.pub.wait_for_subscriber(topics.event("episode"), cfg.wait_for_listeners):
-        log.info(
-            "no listener for event/episode after %.0f s; starting anyway", cfg.wait_for_listeners
-        )
+    pub = Publisher(cfg.bus, cfg.name)
+    sub = Subscriber(cfg.bus, ControlLoop.subscriptions(cfg), mode="latest")
+    client = ServiceClient(cfg.bus, cfg.name)
+    loop = ControlLoop(cfg, log, pub, sub, client)
+    episode = 0
+    try:
+        # Episode markers must not fall into ZeroMQ's slow-joiner window.
+        if not pub.wait_for_subscriber(topics.event("episode"), cfg.wait_for_listeners):
+            log.info(
+                "no listener for event/episode after %.0f s; starting anyway",
+                cfg.wait_for_listeners,
+            )
+        log_ready(log, cfg, loop)
+        while not stop.is_set() and (cfg.episodes == 0 or episode < cfg.episodes):
+            loop.run_episode(stop, episode)
+            episode += 1
+    finally:
+        loop.health.tick(force=True)
+        for closable in (sub, client, pub):
+            closable.close()
+    lifecycle.finish(log, f"stopped after {episode} episode(s)")
+
+
+def log_ready(log: logging.Logger, cfg: ControlConfig, loop: ControlLoop) -> None:
     join = {
         "auto": f"auto (inpaint if the policy accepts a committed prefix, else blend {cfg.blend})",
         "blend": f"blend ({cfg.blend})",
@@ -454,12 +472,6 @@ def main() -> None:
         cfg.episodes or "unlimited",
         cfg.episode_s,
     )
-    episode = 0
-    while not stop.is_set() and (cfg.episodes == 0 or episode < cfg.episodes):
-        loop.run_episode(stop, episode)
-        episode += 1
-    loop.close()
-    lifecycle.finish(log, f"stopped after {episode} episode(s)")
 
 
 if __name__ == "__main__":

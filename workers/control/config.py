@@ -52,6 +52,17 @@ class ControlConfig:
     # Seconds to wait at start for someone (recorder, dashboard) to hear event/episode.
     wait_for_listeners: float = 2.0
 
+    def check(self) -> None:
+        """ValueError naming the first setting that cannot work."""
+        if self.schedule not in ("ahead", "sync"):
+            raise ValueError(f"--schedule={self.schedule!r}: expected ahead or sync")
+        if self.join not in JOINS:
+            raise ValueError(f"--join={self.join!r}: expected one of {', '.join(JOINS)}")
+        if self.policy_workers < 1:
+            raise ValueError(f"--policy_workers={self.policy_workers}: expected >= 1")
+        if self.fps <= 0 or self.episode_s <= 0:
+            raise ValueError("--fps and --episode_s must be > 0")
+
 
 @dataclass
 class LoopStats:
