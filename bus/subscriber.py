@@ -81,7 +81,9 @@ class Subscriber:
             msg = self._recv_one()
             if msg is not None:
                 return msg
-            if deadline is not None and time.monotonic() >= deadline:
+            # A bad message: the valid ones queued behind it are still due now, deadline or
+            # not (a drain loop `while sub.recv(0)` must not stop at the first bad message).
+            if deadline is not None and time.monotonic() >= deadline and not self._sock.poll(0):
                 return None
 
     def latest(self, timeout: float = 0.0) -> dict[str, Message]:

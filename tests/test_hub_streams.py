@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import signal
 import struct
+import time
 from pathlib import Path
 
 import msgpack
@@ -200,3 +201,28 @@ def test_everyone_survives_a_hub_restart(bus_cfg: BusConfig, procs) -> None:
             lambda: pub.publish("state/arm", state) and sub.recv(0.05),
             what="states through the restarted hub",
         )
+
+
+def test_a_drain_loop_does_not_stop_at_a_bad_message(bus_cfg: BusConfig) -> None:
+    """`while (msg := sub.recv(0))` must read the good messages queued behind bad ones: a flood
+    of bad messages would otherwise starve every drain loop (control, replay, recorder)."""
+    ctx = zmq.Context.instance()
+    raw = ctx.socket(zmq.PUB)
+    raw.linger = 0
+    raw.bind(bus_cfg.sub)
+    bad = next(f for f in BAD_MESSAGES.values() if f[0].startswith(b"state/"))
+    good = _raw(raw_header(src="good"), np.zeros(6, np.float32).tobytes())
+    with Subscriber(bus_cfg, ["state/"], mode="every") as sub:
+        wait_until(
+            lambda: raw.send_multipart(good) or sub.recv(0.05) is not None,
+            what="the subscription to be up",
+        )
+        for _ in range(20):
+            raw.send_multipart(bad)
+            raw.send_multipart(good)
+        time.sleep(0.5)  # all 40 queued at the subscriber (what is measured is one drain)
+        drained = []
+        while (msg := sub.recv(0)) is not None:
+            drained.append(msg)
+    raw.close()
+    assert len(drained) >= 20, (len(drained), sub.bad)
