@@ -75,7 +75,8 @@ class Chaos:
     def max_gap(self, t0: float, t1: float) -> float | None:
         inside = [s for s in self.sends if t0 <= s <= t1]
         before = [s for s in self.sends if s < t0][-1:]
-        times = before + inside
+        # The silence from the last action to t1 is a gap too (actions that stopped for good).
+        times = before + inside + [min(t1, now())]
         return round(float(np.diff(times).max()), 3) if len(times) > 1 else None  # None: none seen
 
     def kill(self, program: str) -> dict:
@@ -172,7 +173,8 @@ def count_recordings(root: Path) -> int:
     folders = [p.parent.parent for p in root.rglob("meta/info.json")]
     total = 0
     for folder in folders:
-        total += LeRobotDataset(f"local/{folder.name}", root=folder).num_episodes
+        ds = LeRobotDataset(f"local/{folder.name}", root=folder, video_backend="pyav")
+        total += ds.num_episodes
     return total
 
 
