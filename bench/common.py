@@ -93,3 +93,37 @@ def rss_mb(pid: int | None = None) -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def wait_for_workers(cfg: BusConfig, service: str, n: int = 1, timeout: float = 300.0) -> None:
+    """Until the hub counts `n` live workers of `service` (start-up must not count in a run)."""
+    deadline = time.monotonic() + timeout
+    with ServiceClient(cfg, "bench") as client:
+        while client.hub_status().get("workers", {}).get(service, 0) < n:
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"fewer than {n} worker(s) of {service} after {timeout:.0f} s")
+            time.sleep(0.1)
+
+
+def start_process(cfg: BusConfig, module: str, *flags: str) -> subprocess.Popen:
+    """`python -m module flags --bus.*` on `cfg`, its output discarded."""
+    args = [f"--bus.{k}={v}" for k, v in cfg.endpoints().items()]
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *flags, *args],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+
+
+def start_control(cfg: BusConfig, seconds: float, *flags: str) -> subprocess.Popen:
+    """One lift episode of `seconds` of the real control loop."""
+    return start_process(
+        cfg,
+        "workers.control",
+        "--task=lift",
+        "--episodes=1",
+        f"--episode_s={seconds}",
+        "--policy_timeout=3",
+        *flags,
+    )

@@ -15,13 +15,20 @@ stale actions skipped. With one worker, no stall is possible only while L <= hal
 from __future__ import annotations
 
 import argparse
-import subprocess
-import sys
 import time
 
 import numpy as np
 
-from bench.common import REPO, emit, hub_process, ipc_bus, spawn, table
+from bench.common import (
+    emit,
+    hub_process,
+    ipc_bus,
+    spawn,
+    start_control,
+    start_process,
+    table,
+    wait_for_workers,
+)
 from bus import BusConfig, Publisher, Subscriber
 from core.action_plan import stall_bound_fraction
 
@@ -45,46 +52,18 @@ def steady_sensors(cfg: BusConfig, stop) -> None:
 
 
 def run(cfg: BusConfig, latency_ms: int, schedule: str, seconds: float) -> dict:
-    args = [f"--bus.{k}={v}" for k, v in cfg.endpoints().items()]
-    policy = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "workers.stand_in_policy",
-            "--task=lift",
-            f"--latency={latency_ms / 1000}",
-            f"--horizon={HORIZON}",
-            *args,
-        ],
-        cwd=REPO,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.STDOUT,
+    policy = start_process(
+        cfg,
+        "workers.stand_in_policy",
+        "--task=lift",
+        f"--latency={latency_ms / 1000}",
+        f"--horizon={HORIZON}",
     )
     with Subscriber(cfg, ["event/episode", "event/control"], mode="every") as sub:
         try:
             # Wait for the worker so startup does not count against either loop.
-            from bus import ServiceClient
-
-            with ServiceClient(cfg, "bench") as client:
-                while not client.hub_status().get("workers", {}).get("policy/lift"):
-                    time.sleep(0.1)
-            control = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "workers.control",
-                    "--task=lift",
-                    "--episodes=1",
-                    f"--episode_s={seconds}",
-                    f"--schedule={schedule}",
-                    f"--fps={FPS}",
-                    "--policy_timeout=3",
-                    *args,
-                ],
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT,
-            )
+            wait_for_workers(cfg, "policy/lift")
+            control = start_control(cfg, seconds, f"--schedule={schedule}", f"--fps={FPS}")
             stats, too_slow = None, None
             while stats is None and (msg := sub.recv(seconds + 60)) is not None:
                 if msg.topic == "event/control" and msg.data.get("kind") == "policy_too_slow":

@@ -25,16 +25,25 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import subprocess
-import sys
 import time
 
 import numpy as np
 import torch
 
-from bench.common import REPO, emit, hub_process, ipc_bus, pct, spawn, table
+from bench.common import (
+    REPO,
+    emit,
+    hub_process,
+    ipc_bus,
+    pct,
+    spawn,
+    start_control,
+    start_process,
+    table,
+    wait_for_workers,
+)
 from bench.control import steady_sensors
-from bus import BusConfig, ServiceClient, Subscriber
+from bus import BusConfig, Subscriber
 from core.action_plan import ActionPlan, max_latency_without_stall, stall_bound_fraction
 from drivers.inpaint import Prefix
 from drivers.policy import PolicyRunner
@@ -135,46 +144,17 @@ def run_workers(
     cfg: BusConfig, latency: float, workers: int, seconds: float, kill_at: float | None = None
 ) -> dict:
     """Stand-in workers and a control loop on a live bus; stats, and the largest action gap."""
-    args = [f"--bus.{k}={v}" for k, v in cfg.endpoints().items()]
     procs = [
-        subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "workers.stand_in_policy",
-                "--task=lift",
-                f"--latency={latency}",
-                f"--name=w{i}",
-                *args,
-            ],
-            cwd=REPO,
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.STDOUT,
+        start_process(
+            cfg, "workers.stand_in_policy", "--task=lift", f"--latency={latency}", f"--name=w{i}"
         )
         for i in range(workers)
     ]
     control = None
     try:
-        with ServiceClient(cfg, "bench") as client:
-            while client.hub_status().get("workers", {}).get("policy/lift", 0) < workers:
-                time.sleep(0.1)
+        wait_for_workers(cfg, "policy/lift", workers)
         with Subscriber(cfg, ["event/episode", "action/arm"], mode="every") as sub:
-            control = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "workers.control",
-                    "--task=lift",
-                    "--episodes=1",
-                    f"--episode_s={seconds}",
-                    f"--policy_workers={workers}",
-                    "--policy_timeout=3",
-                    *args,
-                ],
-                cwd=REPO,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.STDOUT,
-            )
+            control = start_control(cfg, seconds, f"--policy_workers={workers}")
             stats, arrivals, killed = None, [], None
             deadline = time.monotonic() + seconds + 90
             while stats is None and time.monotonic() < deadline:

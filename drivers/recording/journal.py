@@ -114,8 +114,6 @@ def recover(root: Path) -> list[str]:
 
 def _check_consistent(root: Path) -> dict:
     """info.json, the episode index and the data files agree; returns info.json."""
-    import pyarrow.parquet as pq
-
     try:
         info = json.loads((root / "meta" / "info.json").read_text())
     except (OSError, ValueError) as exc:
@@ -124,26 +122,8 @@ def _check_consistent(root: Path) -> dict:
             "recorder can append to",
             "corrupt",
         ) from exc
-    episodes = 0
-    for path in sorted((root / "meta" / "episodes").glob("*/*.parquet")):
-        try:
-            episodes += pq.read_metadata(path).num_rows
-        except Exception as exc:
-            raise RecordingError(
-                f"{path} is damaged ({exc}): the dataset was not written by "
-                "this recorder or lost a file",
-                "corrupt",
-            ) from exc
-    frames = 0
-    for path in sorted((root / "data").glob("*/*.parquet")):
-        try:
-            frames += pq.read_metadata(path).num_rows
-        except Exception as exc:
-            raise RecordingError(
-                f"{path} is damaged ({exc}): the dataset was not written by "
-                "this recorder or lost a file",
-                "corrupt",
-            ) from exc
+    episodes = _parquet_rows(root / "meta" / "episodes")
+    frames = _parquet_rows(root / "data")
     if episodes != info.get("total_episodes") or frames != info.get("total_frames"):
         raise RecordingError(
             f"{root} is inconsistent: info.json says {info.get('total_episodes')} episodes / "
@@ -152,3 +132,20 @@ def _check_consistent(root: Path) -> dict:
             "corrupt",
         )
     return info
+
+
+def _parquet_rows(folder: Path) -> int:
+    """Rows in every `*/*.parquet` under `folder`, from the footers; a damaged file is named."""
+    import pyarrow.parquet as pq
+
+    rows = 0
+    for path in sorted(folder.glob("*/*.parquet")):
+        try:
+            rows += pq.read_metadata(path).num_rows
+        except Exception as exc:
+            raise RecordingError(
+                f"{path} is damaged ({exc}): the dataset was not written by "
+                "this recorder or lost a file",
+                "corrupt",
+            ) from exc
+    return rows
