@@ -39,6 +39,8 @@ def record(
     episode_s: float,
 ) -> list[dict]:
     rows: dict[int, dict] = {}  # bus episode -> what we know of it
+    demos = out / "meta" / DEMOS_FILE
+    known = json.loads(demos.read_text()) if demos.exists() else []
     saved = 0
     with Launch(out.parent / f"{out.name}-logs") as launch:
         launch.start_hub()
@@ -106,12 +108,26 @@ def record(
                     if data["state"] == "saved":
                         saved += 1
                         row.update(dataset_episode=data["episode"], frames=data["frames"])
+                        _write_demos(demos, known, rows)  # an interrupted run keeps its list
                     _progress(row, saved, episodes, started)
         finally:
             sub.close()
         launch.stop("control")
         launch.stop("recorder", timeout=150)  # a clean stop saves what is queued
-    return [r for r in rows.values() if "dataset_episode" in r]
+    return _saved(rows)
+
+
+def _saved(rows: dict[int, dict]) -> list[dict]:
+    return sorted(
+        (r for r in rows.values() if "dataset_episode" in r), key=lambda r: r["dataset_episode"]
+    )
+
+
+def _write_demos(demos: Path, known: list[dict], rows: dict[int, dict]) -> None:
+    demos.parent.mkdir(parents=True, exist_ok=True)
+    tmp = demos.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known + _saved(rows), indent=1) + "\n")
+    tmp.replace(demos)
 
 
 def _pending(rows: dict[int, dict]) -> bool:
@@ -164,11 +180,6 @@ def main() -> None:
     except LaunchError as exc:
         raise SystemExit(f"record_demos: {exc}") from None
     demos = out / "meta" / DEMOS_FILE
-    known = json.loads(demos.read_text()) if demos.exists() else []
-    demos.parent.mkdir(parents=True, exist_ok=True)
-    demos.write_text(
-        json.dumps(known + sorted(rows, key=lambda r: r["dataset_episode"]), indent=1) + "\n"
-    )
     ok = sum(1 for r in rows if r.get("success"))
     print(
         f"{len(rows)} episodes saved to {out} ({ok} successes) in {time.time() - t0:.0f} s; "
