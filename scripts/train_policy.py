@@ -54,6 +54,7 @@ def lerobot_train_args(
     batch_size: int,
     out: Path,
     device: str,
+    image_size: tuple[int, int] = (96, 128),
 ) -> list[str]:
     return [
         f"--dataset.repo_id=local/{task}",
@@ -63,7 +64,7 @@ def lerobot_train_args(
         f"--policy.device={device}",
         "--policy.push_to_hub=false",
         "--policy.pretrained_backbone_weights=null",  # offline: no ImageNet download
-        "--policy.resize_shape=[96,128]",
+        f"--policy.resize_shape=[{image_size[0]},{image_size[1]}]",
         "--policy.use_separate_rgb_encoder_per_camera=false",
         "--policy.down_dims=[64,128,256]",
         "--policy.n_obs_steps=1",
@@ -94,6 +95,15 @@ def main() -> None:
     parser.add_argument("--dataset", type=Path, default=None, help="default datasets/<task>")
     parser.add_argument("--name", default=None, help="checkpoints/<name>; default <task>_real")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--image-size",
+        type=int,
+        nargs=2,
+        default=[96, 128],
+        metavar=("H", "W"),
+        help="what the policy sees: every camera resized to H x W inside the policy "
+        "(48 64 trains ~3x faster than 96 128 on a CPU)",
+    )
     parser.add_argument("--out", default=str(REPO / "outputs" / "train"))
     parser.add_argument(
         "--resume",
@@ -122,7 +132,14 @@ def main() -> None:
         cmd = [
             train,
             *lerobot_train_args(
-                args.task, dataset, train_eps, args.steps, args.batch_size, out, args.device
+                args.task,
+                dataset,
+                train_eps,
+                args.steps,
+                args.batch_size,
+                out,
+                args.device,
+                tuple(args.image_size),
             ),
         ]
     print("+", " ".join(cmd), flush=True)
@@ -153,6 +170,7 @@ def main() -> None:
                 "steps": args.steps,
                 "batch_size": args.batch_size,
                 "device": args.device,
+                "image_size": args.image_size,
                 "held_out_episodes": held_out,
                 "wall_time_s": wall,
                 "command": command,
