@@ -21,19 +21,21 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from bus import BusConfig, Publisher, Subscriber, topics
+from bus import BusConfig, Message, Publisher, Subscriber, topics
 from bus.clock import now
 from bus.health import HealthReporter
+from bus.log import Throttle, warn_throttled
 from drivers.recording import (
     BackgroundWriter,
     DatasetSpec,
     EncoderSettings,
+    EpisodeRecorder,
     EpisodeWriter,
+    RecorderSettings,
     RecordingError,
 )
 from workers import lifecycle
-from workers.episode_recorder import Recorder
-from workers.tasks import REPO, get_task
+from workers.tasks import REPO, TASKS, get_task
 
 ROBOT_TYPES = {1: "so101_follower", 2: "bi_so_follower"}
 
@@ -100,6 +102,42 @@ def build_spec(cfg: RecorderConfig) -> DatasetSpec:
     )
 
 
+def settings(cfg: RecorderConfig) -> RecorderSettings:
+    return RecorderSettings(
+        record_actions=cfg.action == "bus",
+        max_latency=cfg.max_latency,
+        slack=cfg.slack,
+        sources=tuple(cfg.sources),
+        default_task=get_task(cfg.task).description,
+        task_texts={name: task.description for name, task in TASKS.items()},
+        max_backlog_mb=cfg.max_backlog_mb,
+    )
+
+
+# What each family of robot data carries as its sample.
+SAMPLE_ARRAY = {"camera": "image", "state": "position", "action": "goal"}
+
+
+def deliver(recorder: EpisodeRecorder, msg: Message) -> None:
+    """One bus message to the recorder core: a sample, or an episode marker."""
+    family = topics.family(msg.topic)
+    if family in SAMPLE_ARRAY:
+        value = msg.arrays.get(SAMPLE_ARRAY[family])
+        if value is None:
+            recorder.warn(msg.topic, f"{msg.topic} from {msg.src!r} without {SAMPLE_ARRAY[family]}")
+            return
+        # Actions are aligned on when they execute, everything else on when it was captured.
+        t = float(msg.data.get("t_exec", msg.t_cap)) if family == "action" else msg.t_cap
+        recorder.on_sample(msg.topic, t, value, msg.src)
+        return
+    source = str(msg.data.get("source") or msg.src)
+    task = str(msg.data.get("task") or "")
+    if msg.topic == topics.event("episode"):
+        recorder.on_marker(msg.data.get("phase"), source, msg.t_cap, task, msg.data.get("episode"))
+    elif msg.topic == topics.event("record"):
+        recorder.on_marker(msg.data.get("command"), source, msg.t_cap, task)
+
+
 def main() -> None:
     cfg = lifecycle.parse_or_exit(RecorderConfig, "recorder")
     log, stop = lifecycle.start(cfg.name)
@@ -143,8 +181,18 @@ def main() -> None:
 
     background = BackgroundWriter(writer, int(cfg.max_backlog_mb * 1e6))
     pub = Publisher(cfg.bus, cfg.name)
-    recorder = Recorder(cfg, spec, background, pub, log, writer.image_hw)
-    sub = Subscriber(cfg.bus, recorder.topics, mode="every")
+    throttle = Throttle(5.0)
+    recorder = EpisodeRecorder(
+        settings(cfg),
+        spec,
+        background,
+        emit=lambda _state, data: pub.publish(topics.event("recorder"), data=data),
+        log=log,
+        warn=lambda key, text: warn_throttled(log, throttle, key, text),
+        image_hw=writer.image_hw,
+    )
+    markers = [topics.event("episode"), topics.event("record")]
+    sub = Subscriber(cfg.bus, recorder.streams + markers, mode="every")
 
     def collect() -> dict:
         own, bus = recorder.health(), sub.stats()
@@ -160,12 +208,12 @@ def main() -> None:
     while not stop.is_set():
         msg = sub.recv(0.05)
         while msg is not None:  # drain everything queued before doing anything else
-            recorder.on_message(msg)
+            deliver(recorder, msg)
             msg = sub.recv(0)
         recorder.tick(now())
         health.tick()
 
-    recorder.shutdown(cfg.keep_partial)
+    recorder.shutdown(cfg.keep_partial, now())
     deadline = time.monotonic() + cfg.shutdown_timeout
     while not background.idle() and time.monotonic() < deadline:
         b = background.backlog_snapshot()
