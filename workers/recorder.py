@@ -17,6 +17,7 @@ repairs the folder (logged). `event/recorder` says what happened to each episode
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
@@ -140,10 +141,18 @@ def deliver(recorder: EpisodeRecorder, msg: Message) -> None:
 
 def main() -> None:
     cfg = lifecycle.parse_or_exit(RecorderConfig, "recorder")
-    log, stop = lifecycle.start(cfg.name)
-    root = cfg.root or str(REPO / "recordings" / cfg.task)
     try:
         spec = build_spec(cfg)
+    except ValueError as exc:
+        lifecycle.exit_bad_config("recorder", exc)
+    with lifecycle.Process(cfg.name) as proc:
+        record(cfg, spec, proc)
+
+
+def open_writer(cfg: RecorderConfig, spec: DatasetSpec, log: logging.Logger) -> EpisodeWriter:
+    """The dataset folder, opened (and repaired after a crash); a bad one ends the process."""
+    root = cfg.root or str(REPO / "recordings" / cfg.task)
+    try:
         encoder = EncoderSettings(
             vcodec=cfg.vcodec,
             crf=cfg.crf,
@@ -178,9 +187,14 @@ def main() -> None:
         cfg.gop,
         cfg.preset,
     )
+    return writer
 
+
+def record(cfg: RecorderConfig, spec: DatasetSpec, proc: lifecycle.Process) -> None:
+    log = proc.log
+    writer = open_writer(cfg, spec, log)
     background = BackgroundWriter(writer, int(cfg.max_backlog_mb * 1e6))
-    pub = Publisher(cfg.bus, cfg.name)
+    pub = proc.closing(Publisher(cfg.bus, cfg.name))
     throttle = Throttle(5.0)
     recorder = EpisodeRecorder(
         settings(cfg),
@@ -192,7 +206,7 @@ def main() -> None:
         image_hw=writer.image_hw,
     )
     markers = [topics.event("episode"), topics.event("record")]
-    sub = Subscriber(cfg.bus, recorder.streams + markers, mode="every")
+    sub = proc.closing(Subscriber(cfg.bus, recorder.streams + markers, mode="every"))
 
     def collect() -> dict:
         own, bus = recorder.health(), sub.stats()
@@ -202,10 +216,10 @@ def main() -> None:
         drops.update(sub.drops())
         return {**own, **bus, "drops": drops}
 
-    health = HealthReporter(pub, cfg.name, collect)
+    proc.health = health = HealthReporter(pub, cfg.name, collect)
     log.info("ready: recording episodes from %s", cfg.bus.sub)
 
-    while not stop.is_set():
+    while not proc.stop.is_set():
         msg = sub.recv(0.05)
         while msg is not None:  # drain everything queued before doing anything else
             deliver(recorder, msg)
@@ -213,6 +227,7 @@ def main() -> None:
         recorder.tick(now())
         health.tick()
 
+    # Stopping: what was recorded is saved (up to --shutdown_timeout), never dropped silently.
     recorder.shutdown(cfg.keep_partial, now())
     deadline = time.monotonic() + cfg.shutdown_timeout
     while not background.idle() and time.monotonic() < deadline:
@@ -224,12 +239,8 @@ def main() -> None:
     if not background.close(timeout=max(1.0, deadline - time.monotonic())):
         log.error("episodes still being saved at exit: they are rolled back at the next start")
     recorder.tick(math.inf)
-    health.tick(force=True)
-    sub.close()
-    pub.close()
-    lifecycle.finish(
-        log,
-        f"stopped; {recorder.saved} episodes saved this run, {writer.episodes} in {writer.root}",
+    proc.last_words = (
+        f"stopped; {recorder.saved} episodes saved this run, {writer.episodes} in {writer.root}"
     )
 
 
