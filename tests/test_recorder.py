@@ -534,42 +534,37 @@ class Events:
     def __init__(self):
         self.sent = []
 
-    def publish(self, topic, arrays=None, data=None, t_cap=0.0):
-        self.sent.append((topic, data))
+    def __call__(self, state, data):
+        self.sent.append((state, data))
 
     def states(self) -> list[str]:
-        return [d["state"] for t, d in self.sent if t == "event/recorder"]
+        return [state for state, _ in self.sent]
 
 
 def test_a_full_backlog_cuts_the_episode_and_refuses_new_ones_until_it_drains() -> None:
     import logging
 
     from bus import Message
-    from drivers.recording import BackgroundWriter
-    from workers.episode_recorder import Recorder
-    from workers.recorder import RecorderConfig, build_spec
+    from drivers.recording import BackgroundWriter, EpisodeRecorder
+    from workers.recorder import RecorderConfig, build_spec, deliver, settings
 
     cfg = RecorderConfig(task="lift", action="state", max_backlog_mb=1.0)
     spec = build_spec(cfg)
     writer = HeldWriter()
     background = BackgroundWriter(writer, max_bytes=int(cfg.max_backlog_mb * 1e6))
     events = Events()
-    rec = Recorder(cfg, spec, background, events, logging.getLogger("test"))
+    rec = EpisodeRecorder(settings(cfg), spec, background, events, logging.getLogger("test"))
     image = np.zeros((240, 320, 3), np.uint8)  # 230 kB: the 1 MB backlog holds 4-5 frames
 
-    def marker(topic, t, **data):
-        rec.on_message(Message(topic, {}, data, src="teleop", t_cap=t))
+    def marker(topic, t, **data):  # through the worker's adapter: bus message -> core
+        deliver(rec, Message(topic, {}, data, src="teleop", t_cap=t))
         rec.tick(t)
 
-    def frames(t0, n):
+    def frames(t0, n):  # straight into the bus-free core
         for k in range(n):
             t = t0 + k / 30
-            rec.on_message(Message("camera/front", {"image": image}, {}, src="cam", t_cap=t))
-            rec.on_message(
-                Message(
-                    "state/arm", {"position": np.zeros(6, np.float32)}, {}, src="servo", t_cap=t
-                )
-            )
+            rec.on_sample("camera/front", t, image, "cam")
+            rec.on_sample("state/arm", t, np.zeros(6, np.float32), "servo")
             rec.tick(t)
 
     # Teleoperation markers: event/record {command}.

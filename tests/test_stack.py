@@ -394,7 +394,7 @@ def test_two_arm_stacks_drive_both_arms(stack, task: str) -> None:
             return info if done else None
 
         info = s.wait(given_up, "dashboard FATAL or EXITED (2)", 120)
-        assert "ERROR --port must be 1..65535, got 70000" in s.log("dashboard")
+        assert "bad config: --port must be 1..65535, got 70000" in s.log("dashboard")
         event = s.wait(
             lambda: s.events("dashboard", info["statename"]),
             f"event/process dashboard {info['statename']}",

@@ -20,6 +20,7 @@ from workers import lifecycle
 from workers.lifecycle import exit_bad_config, parse_or_exit
 from workers.meters import RateMeter
 from workers.robot_config import (
+    CameraSettings,
     ConfigError,
     RobotIOConfig,
     selected_camera,
@@ -66,13 +67,18 @@ def main() -> None:
         name, settings = selected_camera(cfg)
     except ConfigError as exc:
         exit_bad_config("camera", exc)
-    process = cfg.process or f"camera-{name}"
-    log, stop = lifecycle.start(process)
+    with lifecycle.Process(cfg.name or f"camera-{name}") as proc:
+        stream(cfg, name, settings, proc)
 
-    camera = OpenCVCamera(settings, clock=clock.now)
+
+def stream(
+    cfg: RobotIOConfig, name: str, settings: CameraSettings, proc: lifecycle.Process
+) -> None:
+    log, stop = proc.log, proc.stop
+    pub = proc.closing(Publisher(cfg.bus, proc.name))
+    camera = proc.closing(OpenCVCamera(settings, clock=clock.now))
     backoff = Backoff(settings.reopen_backoff_s, settings.reopen_backoff_max_s)
 
-    pub = Publisher(cfg.bus, process)
     topic = topics.camera(name)
     outage = Outage(pub, name, log)
     fps = RateMeter()
@@ -97,49 +103,43 @@ def main() -> None:
             "lost_reason": outage.reason,
         }
 
-    health = HealthReporter(pub, process, collect, cfg.health_interval_s)
+    proc.health = health = HealthReporter(pub, proc.name, collect, cfg.health_interval_s)
     log.info("ready: camera %s publishing %s from %s", name, topic, settings.source)
-
-    try:
-        while not stop.is_set():
-            health.tick()
-            if status["state"] == "ended":  # a file that ended, with loop off: report only
-                stop.wait(READ_WAIT_S)
-                continue
-            if not camera.is_open:
-                if not backoff.due():
-                    stop.wait(min(backoff.wait_s(), READ_WAIT_S))
-                    continue
-                try:
-                    info = camera.open()
-                except CameraLost as exc:
-                    status["state"] = "reopening"
-                    status["open_failures"] += 1
-                    outage.lost(exc.reason)
-                    health.error(exc.reason)
-                    log.info("retrying %s in %.1f s", settings.source, backoff.failed())
-                    continue
-                backoff.reset()
-                status["reopens"] += 1 if outage.back() else 0
-                status["state"] = "streaming"
-                status["size"] = f"{info.width}x{info.height}"
+    while not stop.is_set():
+        health.tick()
+        if status["state"] == "ended":  # a file that ended, with loop off: report only
+            stop.wait(READ_WAIT_S)
+            continue
+        if not camera.is_open:
+            if not backoff.due():
+                stop.wait(min(backoff.wait_s(), READ_WAIT_S))
                 continue
             try:
-                frame = camera.read(READ_WAIT_S)
+                info = camera.open()
             except CameraLost as exc:
-                camera.close()
+                status["state"] = "reopening"
+                status["open_failures"] += 1
                 outage.lost(exc.reason)
                 health.error(exc.reason)
-                status["state"] = "ended" if exc.ended and not settings.loop else "reopening"
+                log.info("retrying %s in %.1f s", settings.source, backoff.failed())
                 continue
-            if frame is not None:
-                pub.publish(topic, {"image": frame.image}, {"frame": fps.count}, t_cap=frame.t_cap)
-                fps.add()
-    finally:
-        camera.close()
-        health.tick(force=True)
-        pub.close()
-        log.info("stopped after %d frames", fps.count)
+            backoff.reset()
+            status["reopens"] += 1 if outage.back() else 0
+            status["state"] = "streaming"
+            status["size"] = f"{info.width}x{info.height}"
+            continue
+        try:
+            frame = camera.read(READ_WAIT_S)
+        except CameraLost as exc:
+            camera.close()
+            outage.lost(exc.reason)
+            health.error(exc.reason)
+            status["state"] = "ended" if exc.ended and not settings.loop else "reopening"
+            continue
+        if frame is not None:
+            pub.publish(topic, {"image": frame.image}, {"frame": fps.count}, t_cap=frame.t_cap)
+            fps.add()
+    proc.last_words = f"stopped after {fps.count} frames"
 
 
 if __name__ == "__main__":

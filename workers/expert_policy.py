@@ -120,24 +120,22 @@ class ExpertPolicy:
 
 def main() -> None:
     cfg = lifecycle.parse_or_exit(ExpertConfig, "expert_policy")
-    log, stop = lifecycle.start(cfg.name)
     try:
-        policy = ExpertPolicy(cfg, log)
+        get_task(cfg.task)
     except ValueError as exc:
-        log.error("%s", exc)
-        raise SystemExit(2) from None
-    events = Subscriber(cfg.bus, [topics.event("sim")], mode="every")
-    worker = ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source=cfg.name)
-    serving = threading.Thread(target=worker.run, args=(stop,), name="service")
-    serving.start()
-    log.info("ready: scripted expert for %s, horizon %d at %g Hz", cfg.task, cfg.horizon, cfg.fps)
-    while not stop.is_set():
-        msg = events.recv(0.2)
-        if msg is not None:
-            policy.on_sim(msg)
-    serving.join(timeout=10)
-    events.close()
-    lifecycle.finish(log, f"stopped ({policy.no_plan} requests answered before a plan)")
+        lifecycle.exit_bad_config("expert_policy", exc)
+    with lifecycle.Process(cfg.name) as proc:
+        policy = ExpertPolicy(cfg, proc.log)
+        events = proc.closing(Subscriber(cfg.bus, [topics.event("sim")], mode="every"))
+        proc.serve(ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source=cfg.name))
+        proc.log.info(
+            "ready: scripted expert for %s, horizon %d at %g Hz", cfg.task, cfg.horizon, cfg.fps
+        )
+        while not proc.stop.is_set():
+            msg = events.recv(0.2)
+            if msg is not None:
+                policy.on_sim(msg)
+        proc.last_words = f"stopped ({policy.no_plan} requests answered before a plan)"
 
 
 if __name__ == "__main__":

@@ -1,9 +1,18 @@
 """What every worker process does the same way: its config, logging, signals, a clean stop.
 
-cfg = lifecycle.parse_or_exit(MyConfig, "name")  # a bad flag or value: one line, exit 2
-log, stop = lifecycle.start("name")              # SIGTERM / SIGINT set `stop`
-... the loop, until stop.is_set() ...
-lifecycle.finish(log, "stopped after ...")       # queued messages leave, then last words
+    cfg = lifecycle.parse_or_exit(MyConfig, "name")    # a bad flag or value: one line, exit 2
+    with lifecycle.Process(cfg.name) as proc:          # logging; SIGTERM / SIGINT set proc.stop
+        driver = proc.closing(open_driver(cfg))         # closed at the end, whatever happens
+        pub = proc.closing(Publisher(cfg.bus, cfg.name))
+        proc.health = HealthReporter(pub, cfg.name, collect)  # its last report goes out at the end
+        proc.serve(worker)                              # a ServiceWorker on its own thread
+        while not proc.stop.is_set():
+            ... the loop ...
+        proc.last_words = "stopped after ..."
+
+At the end (a stop, a return, an exception): the stop event is set, service threads joined,
+the last health message sent, everything `closing` was given closed in reverse order (an error
+in one close is logged and the others still run), queued messages flushed, last words logged.
 """
 
 from __future__ import annotations
@@ -14,7 +23,9 @@ import logging
 import signal
 import sys
 import threading
-from typing import NoReturn
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, NoReturn, Protocol, TypeVar
 
 import draccus
 import yaml
@@ -42,6 +53,70 @@ def finish(log: logging.Logger, text: str) -> None:
     """Last words: let queued messages leave (bounded by each socket's linger), then log."""
     sockets.flush()
     log.info("%s", text)
+
+
+class _Health(Protocol):
+    def tick(self, force: bool = False) -> Any: ...
+
+
+class _Service(Protocol):
+    def run(self, stop: threading.Event) -> Any: ...
+
+
+T = TypeVar("T")
+
+
+class Process:
+    """One worker process's life, as a context manager (see the module's docstring)."""
+
+    def __init__(self, name: str, stream=None):
+        self.name = name
+        self.log, self.stop = start(name, stream)
+        self.health: _Health | None = None
+        self.last_words = "stopped"
+        self._closers: list[tuple[str, Callable[[], Any]]] = []
+        self._threads: list[threading.Thread] = []
+
+    def closing(self, thing: T, close: Callable[[], Any] | None = None) -> T:
+        """Close `thing` (its .close(), or `close`) when the process ends; returns `thing`."""
+        self._closers.append((type(thing).__name__, close or thing.close))  # type: ignore[attr-defined]
+        return thing
+
+    def serve(self, service: _Service, name: str = "service") -> threading.Thread:
+        """Run `service.run(stop)` on its own thread, joined when the process ends."""
+        thread = threading.Thread(target=service.run, args=(self.stop,), name=name)
+        thread.start()
+        self._threads.append(thread)
+        return thread
+
+    def __enter__(self) -> Process:
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc is not None and not isinstance(exc, (SystemExit, KeyboardInterrupt)):
+            self.log.error("crashed: %r (traceback below)", exc)
+            self.last_words = f"stopped by an error: {exc!r}"
+        self.stop.set()
+        for thread in self._threads:
+            thread.join(timeout=10)
+            if thread.is_alive():
+                self.log.warning("thread %s did not stop within 10 s", thread.name)
+        if self.health is not None:
+            self._safely("the last health report", lambda: self.health.tick(force=True))
+        for what, close in reversed(self._closers):
+            self._safely(f"closing {what}", close)
+        finish(self.log, self.last_words)
+
+    def _safely(self, what: str, action: Callable[[], Any]) -> None:
+        try:
+            action()
+        except Exception:
+            self.log.exception("%s failed", what)
 
 
 def parse_or_exit[C](cls: type[C], process: str, args: list[str] | None = None) -> C:

@@ -16,7 +16,6 @@ Reply: arrays `actions` float32 (horizon, action_dim) in robot units; data `norm
 
 from __future__ import annotations
 
-import threading
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -28,7 +27,7 @@ from bus.health import HealthReporter
 from drivers.inpaint import Prefix, PrefixError
 from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner
 from workers import lifecycle
-from workers.tasks import get_task, service_name
+from workers.tasks import Task, get_task, service_name
 
 
 @dataclass
@@ -131,10 +130,17 @@ def request_prefix(request: Message) -> Prefix | None:
 
 def main() -> None:
     cfg = lifecycle.parse_or_exit(PolicyWorkerConfig, "policy")
-    process = cfg.name or f"policy-{cfg.task}"
-    log, stop = lifecycle.start(process)
     try:
         task = get_task(cfg.task)
+    except ValueError as exc:
+        lifecycle.exit_bad_config("policy", exc)
+    with lifecycle.Process(cfg.name or f"policy-{cfg.task}") as proc:
+        serve(cfg, task, proc)
+
+
+def serve(cfg: PolicyWorkerConfig, task: Task, proc: lifecycle.Process) -> None:
+    log = proc.log
+    try:
         checkpoint = cfg.checkpoint or str(task.checkpoint)
         log.info("loading %s for task %s", checkpoint, task.name)
         runner = PolicyRunner(
@@ -161,9 +167,9 @@ def main() -> None:
     warm = runner.warm_up(cfg.warmup_runs)
 
     service = PolicyService(runner, task.name, log)
-    publisher = Publisher(cfg.bus, process)
-    health = HealthReporter(publisher, process, service.health)
-    worker = ServiceWorker(cfg.bus, service_name(task.name), service.handle, source=process)
+    publisher = proc.closing(Publisher(cfg.bus, proc.name))
+    proc.health = health = HealthReporter(publisher, proc.name, service.health)
+    worker = ServiceWorker(cfg.bus, service_name(task.name), service.handle, source=proc.name)
     extra = f", {runner.scheduler}" if runner.scheduler else ""
     log.info(
         "ready: task %s, %s, %s, horizon %d, action_dim %d%s (warm-up inference %.2f s), "
@@ -178,17 +184,13 @@ def main() -> None:
         service_name(task.name),
     )
 
-    serving = threading.Thread(target=worker.run, args=(stop,), name="service")
-    serving.start()
-    while not stop.wait(0.2):
+    serving = proc.serve(worker)
+    while not proc.stop.wait(0.2):
         health.tick()
         if not serving.is_alive():
             log.error("service loop ended unexpectedly")
             break
-    stop.set()
-    serving.join(timeout=10)
-    publisher.close()
-    lifecycle.finish(log, f"stopped after {service.served} chunks")
+    proc.last_words = f"stopped after {service.served} chunks"
 
 
 if __name__ == "__main__":

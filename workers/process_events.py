@@ -107,15 +107,18 @@ def main() -> None:
     # that nothing else (a library's print) can ever corrupt the conversation.
     protocol_out = os.fdopen(os.dup(sys.stdout.fileno()), "w")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())
-    log, stop = lifecycle.start(cfg.name, stream=sys.stderr)
+    with lifecycle.Process(cfg.name, stream=sys.stderr) as proc:
+        listen(cfg, ListenerProtocol(sys.stdin.buffer, protocol_out), proc)
 
-    pub = Publisher(cfg.bus, cfg.name)
+
+def listen(cfg: ProcessEventsConfig, protocol: ListenerProtocol, proc: lifecycle.Process) -> None:
+    log, stop = proc.log, proc.stop
+    pub = proc.closing(Publisher(cfg.bus, cfg.name))
     states: dict[str, str] = {}
     counts = {"events": 0, "unexpected_exits": 0, "fatal": 0}
-    health = HealthReporter(
+    proc.health = health = HealthReporter(
         pub, cfg.name, lambda: {**counts, "states": dict(states)}, cfg.health_interval_s
     )
-    protocol = ListenerProtocol(sys.stdin.buffer, protocol_out)
     log.info("ready: reporting supervisord process states on %s (bus %s)", TOPIC, cfg.bus.pub)
     protocol.ready()
     while not stop.is_set():
@@ -160,9 +163,7 @@ def main() -> None:
             pub.publish(TOPIC, data=report)
         protocol.ok()
         protocol.ready()
-    health.tick(force=True)
-    pub.close()
-    lifecycle.finish(log, f"stopped after {counts['events']} events")
+    proc.last_words = f"stopped after {counts['events']} events"
 
 
 if __name__ == "__main__":

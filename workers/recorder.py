@@ -17,23 +17,26 @@ repairs the folder (logged). `event/recorder` says what happened to each episode
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from dataclasses import dataclass, field
 
-from bus import BusConfig, Publisher, Subscriber, topics
+from bus import BusConfig, Message, Publisher, Subscriber, topics
 from bus.clock import now
 from bus.health import HealthReporter
+from bus.log import Throttle, warn_throttled
 from drivers.recording import (
     BackgroundWriter,
     DatasetSpec,
     EncoderSettings,
+    EpisodeRecorder,
     EpisodeWriter,
+    RecorderSettings,
     RecordingError,
 )
 from workers import lifecycle
-from workers.episode_recorder import Recorder
-from workers.tasks import REPO, get_task
+from workers.tasks import REPO, TASKS, get_task
 
 ROBOT_TYPES = {1: "so101_follower", 2: "bi_so_follower"}
 
@@ -100,12 +103,56 @@ def build_spec(cfg: RecorderConfig) -> DatasetSpec:
     )
 
 
+def settings(cfg: RecorderConfig) -> RecorderSettings:
+    return RecorderSettings(
+        record_actions=cfg.action == "bus",
+        max_latency=cfg.max_latency,
+        slack=cfg.slack,
+        sources=tuple(cfg.sources),
+        default_task=get_task(cfg.task).description,
+        task_texts={name: task.description for name, task in TASKS.items()},
+        max_backlog_mb=cfg.max_backlog_mb,
+    )
+
+
+# What each family of robot data carries as its sample.
+SAMPLE_ARRAY = {"camera": "image", "state": "position", "action": "goal"}
+
+
+def deliver(recorder: EpisodeRecorder, msg: Message) -> None:
+    """One bus message to the recorder core: a sample, or an episode marker."""
+    family = topics.family(msg.topic)
+    if family in SAMPLE_ARRAY:
+        value = msg.arrays.get(SAMPLE_ARRAY[family])
+        if value is None:
+            recorder.warn(msg.topic, f"{msg.topic} from {msg.src!r} without {SAMPLE_ARRAY[family]}")
+            return
+        # Actions are aligned on when they execute, everything else on when it was captured.
+        t = float(msg.data.get("t_exec", msg.t_cap)) if family == "action" else msg.t_cap
+        recorder.on_sample(msg.topic, t, value, msg.src)
+        return
+    source = str(msg.data.get("source") or msg.src)
+    task = str(msg.data.get("task") or "")
+    if msg.topic == topics.event("episode"):
+        recorder.on_marker(msg.data.get("phase"), source, msg.t_cap, task, msg.data.get("episode"))
+    elif msg.topic == topics.event("record"):
+        recorder.on_marker(msg.data.get("command"), source, msg.t_cap, task)
+
+
 def main() -> None:
     cfg = lifecycle.parse_or_exit(RecorderConfig, "recorder")
-    log, stop = lifecycle.start(cfg.name)
-    root = cfg.root or str(REPO / "recordings" / cfg.task)
     try:
         spec = build_spec(cfg)
+    except ValueError as exc:
+        lifecycle.exit_bad_config("recorder", exc)
+    with lifecycle.Process(cfg.name) as proc:
+        record(cfg, spec, proc)
+
+
+def open_writer(cfg: RecorderConfig, spec: DatasetSpec, log: logging.Logger) -> EpisodeWriter:
+    """The dataset folder, opened (and repaired after a crash); a bad one ends the process."""
+    root = cfg.root or str(REPO / "recordings" / cfg.task)
+    try:
         encoder = EncoderSettings(
             vcodec=cfg.vcodec,
             crf=cfg.crf,
@@ -140,11 +187,26 @@ def main() -> None:
         cfg.gop,
         cfg.preset,
     )
+    return writer
 
+
+def record(cfg: RecorderConfig, spec: DatasetSpec, proc: lifecycle.Process) -> None:
+    log = proc.log
+    writer = open_writer(cfg, spec, log)
     background = BackgroundWriter(writer, int(cfg.max_backlog_mb * 1e6))
-    pub = Publisher(cfg.bus, cfg.name)
-    recorder = Recorder(cfg, spec, background, pub, log, writer.image_hw)
-    sub = Subscriber(cfg.bus, recorder.topics, mode="every")
+    pub = proc.closing(Publisher(cfg.bus, cfg.name))
+    throttle = Throttle(5.0)
+    recorder = EpisodeRecorder(
+        settings(cfg),
+        spec,
+        background,
+        emit=lambda _state, data: pub.publish(topics.event("recorder"), data=data),
+        log=log,
+        warn=lambda key, text: warn_throttled(log, throttle, key, text),
+        image_hw=writer.image_hw,
+    )
+    markers = [topics.event("episode"), topics.event("record")]
+    sub = proc.closing(Subscriber(cfg.bus, recorder.streams + markers, mode="every"))
 
     def collect() -> dict:
         own, bus = recorder.health(), sub.stats()
@@ -154,18 +216,19 @@ def main() -> None:
         drops.update(sub.drops())
         return {**own, **bus, "drops": drops}
 
-    health = HealthReporter(pub, cfg.name, collect)
+    proc.health = health = HealthReporter(pub, cfg.name, collect)
     log.info("ready: recording episodes from %s", cfg.bus.sub)
 
-    while not stop.is_set():
+    while not proc.stop.is_set():
         msg = sub.recv(0.05)
         while msg is not None:  # drain everything queued before doing anything else
-            recorder.on_message(msg)
+            deliver(recorder, msg)
             msg = sub.recv(0)
         recorder.tick(now())
         health.tick()
 
-    recorder.shutdown(cfg.keep_partial)
+    # Stopping: what was recorded is saved (up to --shutdown_timeout), never dropped silently.
+    recorder.shutdown(cfg.keep_partial, now())
     deadline = time.monotonic() + cfg.shutdown_timeout
     while not background.idle() and time.monotonic() < deadline:
         b = background.backlog_snapshot()
@@ -176,12 +239,8 @@ def main() -> None:
     if not background.close(timeout=max(1.0, deadline - time.monotonic())):
         log.error("episodes still being saved at exit: they are rolled back at the next start")
     recorder.tick(math.inf)
-    health.tick(force=True)
-    sub.close()
-    pub.close()
-    lifecycle.finish(
-        log,
-        f"stopped; {recorder.saved} episodes saved this run, {writer.episodes} in {writer.root}",
+    proc.last_words = (
+        f"stopped; {recorder.saved} episodes saved this run, {writer.episodes} in {writer.root}"
     )
 
 

@@ -13,6 +13,8 @@ schedule it says so, and by how much, rather than silently slowing down.
 from __future__ import annotations
 
 import bisect
+import logging
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -24,7 +26,7 @@ from bus.health import HealthReporter
 from bus.log import Throttle
 from drivers.replay import DatasetReplay, ReplayError, ReplayStep
 from workers import lifecycle
-from workers.tasks import get_task
+from workers.tasks import Task, get_task
 
 
 @dataclass
@@ -129,13 +131,19 @@ class Playback:
     """The dataset on the bus: episodes in order (each decoder opened one episode ahead), every
     frame on its schedule, and the open-loop error of the actions that came back."""
 
-    def __init__(self, cfg: ReplayConfig, task, replay: DatasetReplay, log, stop):
+    def __init__(
+        self,
+        cfg: ReplayConfig,
+        task: Task,
+        replay: DatasetReplay,
+        pub: Publisher,
+        actions: Subscriber,
+        log: logging.Logger,
+        stop: threading.Event,
+    ):
         self.cfg, self.task, self.replay, self.log, self.stop = cfg, task, replay, log, stop
         self.period = 1.0 / (replay.fps * cfg.speed)
-        self.pub = Publisher(cfg.bus, cfg.name)
-        self.actions = Subscriber(
-            cfg.bus, [topics.action(arm) for arm in replay.arms], mode="every"
-        )
+        self.pub, self.actions = pub, actions  # the actions that came back: action/<arm>
         self.stats = PlaybackStats()
         self.current = {"episode": None, "frame": 0}
         self.health = HealthReporter(self.pub, cfg.name, self._health)
@@ -263,31 +271,43 @@ class Playback:
             report["rmse_per_joint"],
         )
 
-    def close(self) -> None:
-        self.health.tick(force=True)
-        self.replay.close()
-        self.actions.close()
-        self.pub.close()
-
 
 def main() -> None:
     cfg = lifecycle.parse_or_exit(ReplayConfig, "replay")
-    log, stop = lifecycle.start(cfg.name)
     try:
-        task = get_task(cfg.task)
-        if cfg.speed <= 0:
-            raise ValueError(f"--speed must be > 0, got {cfg.speed}")
-        replay = DatasetReplay(cfg.dataset or task.dataset, episodes=cfg.episodes or None)
-        if sorted(replay.arms) != sorted(task.arms):
-            # Control waits for the task's arms: a 12-joint `state/arm` would starve it forever.
-            raise ValueError(
-                f"dataset {replay.root} has arm(s) {list(replay.arms)} but task {task.name} "
-                f"drives {list(task.arms)}: a two-arm dataset names its joints left_*/right_* "
-                "(lerobot's bimanual convention); pick the matching --task"
-            )
+        task, replay = open_dataset(cfg)
     except (ReplayError, ValueError) as exc:
-        log.error("%s", exc)
-        raise SystemExit(2) from None
+        lifecycle.exit_bad_config("replay", exc)
+    with lifecycle.Process(cfg.name) as proc:
+        proc.closing(replay)
+        log_dataset(proc.log, cfg, replay)
+        pub = proc.closing(Publisher(cfg.bus, cfg.name))
+        actions = proc.closing(
+            Subscriber(cfg.bus, [topics.action(arm) for arm in replay.arms], mode="every")
+        )
+        playback = Playback(cfg, task, replay, pub, actions, proc.log, proc.stop)
+        proc.health = playback.health
+        playback.run()
+        proc.last_words = f"stopped after {playback.stats.frames} frames"
+
+
+def open_dataset(cfg: ReplayConfig) -> tuple[Task, DatasetReplay]:
+    """The task and its dataset, checked against each other (ReplayError, ValueError)."""
+    task = get_task(cfg.task)
+    if cfg.speed <= 0:
+        raise ValueError(f"--speed must be > 0, got {cfg.speed}")
+    replay = DatasetReplay(cfg.dataset or task.dataset, episodes=cfg.episodes or None)
+    if sorted(replay.arms) != sorted(task.arms):
+        # Control waits for the task's arms: a 12-joint `state/arm` would starve it forever.
+        raise ValueError(
+            f"dataset {replay.root} has arm(s) {list(replay.arms)} but task {task.name} "
+            f"drives {list(task.arms)}: a two-arm dataset names its joints left_*/right_* "
+            "(lerobot's bimanual convention); pick the matching --task"
+        )
+    return task, replay
+
+
+def log_dataset(log: logging.Logger, cfg: ReplayConfig, replay: DatasetReplay) -> None:
     log.info(
         "dataset %s: %d episodes, %d fps, cameras %s, arms %s; speed %.2f; %s",
         replay.root,
@@ -300,12 +320,6 @@ def main() -> None:
         if replay.from_cache
         else "opened through lerobot",
     )
-    playback = Playback(cfg, task, replay, log, stop)
-    try:
-        playback.run()
-    finally:
-        playback.close()
-    lifecycle.finish(log, f"stopped after {playback.stats.frames} frames")
 
 
 if __name__ == "__main__":

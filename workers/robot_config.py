@@ -82,8 +82,8 @@ class RobotIOConfig:
     # Arm name (`arm`, or `left_arm` and `right_arm`) -> settings. One servo process serves them.
     arms: dict[str, ArmSettings] = field(default_factory=lambda: {"arm": ArmSettings()})
     servo: ServoSettings = field(default_factory=ServoSettings)
-    # Name on the bus (health/<process>); default camera-<name> or servo.
-    process: str | None = None
+    # Name on the bus (health/<name>); default camera-<camera> or servo.
+    name: str | None = None
     health_interval_s: float = 1.0
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from bus import Publisher, Subscriber
 from bus.health import HealthReporter
 from core.estop_latch import EstopLatch
-from core.safety import GoalGuard
+from core.safety import GoalGuard, SafetyLimits
 from drivers.servo import (
     ArmDriver,
     CalibrationError,
@@ -70,12 +70,22 @@ def main() -> None:
         }
     except (ConfigError, CalibrationError, ValueError) as exc:
         exit_bad_config("servo", exc)
-    process = cfg.process or "servo"
-    log, stop = lifecycle.start(process)
+    with lifecycle.Process(cfg.name or "servo") as proc:
+        run(cfg, drivers, limits, proc)
 
-    pub = Publisher(cfg.bus, process)
-    sub = Subscriber(cfg.bus, ArmBus.topics(list(drivers)), mode="latest")
+
+def run(
+    cfg: RobotIOConfig,
+    drivers: dict[str, ArmDriver],
+    limits: dict[str, SafetyLimits],
+    proc: lifecycle.Process,
+) -> None:
+    log, stop = proc.log, proc.stop
+    pub = proc.closing(Publisher(cfg.bus, proc.name))
+    sub = proc.closing(Subscriber(cfg.bus, ArmBus.topics(list(drivers)), mode="latest"))
     arms = [ArmChannel(name, drivers[name], GoalGuard(limits[name]), pub, log) for name in drivers]
+    # Each arm is left as servo.on_exit says (hold or release), whatever ends the process.
+    proc.closing(arms, lambda: [arm.shutdown(cfg.servo.on_exit) for arm in arms])
     for arm in arms:
         log.info(
             "%s: %s; limits %s .. %s",
@@ -105,45 +115,37 @@ def main() -> None:
             "arms": {arm.name: arm.health() for arm in arms},
         }
 
-    health = HealthReporter(pub, process, collect, cfg.health_interval_s)
+    proc.health = health = HealthReporter(pub, proc.name, collect, cfg.health_interval_s)
     log.info(
         "ready: servo %s at %g Hz, on exit %s",
         ", ".join(a.name for a in arms),
         cfg.servo.rate_hz,
         cfg.servo.on_exit,
     )
-    try:
-        next_tick = time.monotonic()
-        while not stop.is_set():
-            now = time.monotonic()
-            if now < next_tick:
-                wait = next_tick - now
-                if wait > SLEEP_BELOW_S:
-                    sub.latest(timeout=wait - SLEEP_BELOW_S / 2)  # wakes early for a message
-                else:
-                    time.sleep(wait)
-                arm_bus.dispatch()
-                continue
-            lateness.add(now - next_tick)
+    next_tick = time.monotonic()
+    while not stop.is_set():
+        now = time.monotonic()
+        if now < next_tick:
+            wait = next_tick - now
+            if wait > SLEEP_BELOW_S:
+                sub.latest(timeout=wait - SLEEP_BELOW_S / 2)  # wakes early for a message
+            else:
+                time.sleep(wait)
             arm_bus.dispatch()
-            for arm in arms:
-                arm.tick(time.monotonic())
-            ticks.add()
-            health.tick()
-            busy.add(time.monotonic() - now)
-            next_tick += period
-            behind = time.monotonic() - next_tick
-            if behind >= period:  # overran whole ticks: skip them, keep the schedule's phase
-                missed = int(behind // period)
-                overruns += missed
-                next_tick += missed * period
-    finally:
+            continue
+        lateness.add(now - next_tick)
+        arm_bus.dispatch()
         for arm in arms:
-            arm.shutdown(cfg.servo.on_exit)
-        health.tick(force=True)
-        sub.close()
-        pub.close()
-        log.info("stopped")
+            arm.tick(time.monotonic())
+        ticks.add()
+        health.tick()
+        busy.add(time.monotonic() - now)
+        next_tick += period
+        behind = time.monotonic() - next_tick
+        if behind >= period:  # overran whole ticks: skip them, keep the schedule's phase
+            missed = int(behind // period)
+            overruns += missed
+            next_tick += missed * period
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ import numpy as np
 from bus import BusConfig, Message, Publisher, Subscriber, clock, topics
 from bus.health import HealthReporter
 from core.estop_latch import EstopLatch
-from core.safety import GoalGuard
+from core.safety import GoalGuard, SafetyLimits
 from drivers.sim.arm import MujocoArm
 from drivers.sim.render import CameraRig, Frame, RenderError, RenderThread
 from drivers.sim.world import Outcome, SimWorld
@@ -236,23 +236,37 @@ def main() -> None:
         rig = CameraRig(world, sizes)
     except ValueError as exc:  # SceneError included: a scene that does not load
         exit_bad_config("sim", exc)
-    log, stop = lifecycle.start(cfg.name)
+    with lifecycle.Process(cfg.name) as proc:
+        simulate(cfg, world, rig, drivers, limits, proc)
 
-    pub = Publisher(cfg.bus, cfg.name)
-    sub = Subscriber(cfg.bus, ArmBus.topics(list(drivers)), mode="latest")
-    markers = Subscriber(cfg.bus, [EPISODE_TOPIC], mode="every")
+
+def simulate(
+    cfg: SimConfig,
+    world: SimWorld,
+    rig: CameraRig,
+    drivers: dict[str, MujocoArm],
+    limits: dict[str, SafetyLimits],
+    proc: lifecycle.Process,
+) -> None:
+    log, stop, sizes = proc.log, proc.stop, rig.sizes
+    pub = proc.closing(Publisher(cfg.bus, cfg.name))
+    sub = proc.closing(Subscriber(cfg.bus, ArmBus.topics(list(drivers)), mode="latest"))
+    markers = proc.closing(Subscriber(cfg.bus, [EPISODE_TOPIC], mode="every"))
     arms = [ArmChannel(name, drivers[name], GoalGuard(limits[name]), pub, log) for name in drivers]
+    proc.closing(arms, lambda: [arm.shutdown(cfg.servo.on_exit) for arm in arms])
     for arm in arms:
         arm.connect()
     arm_bus = ArmBus(arms, sub, EstopLatch(cfg.servo.estop_latch_file), log)
     episodes = Episodes(world, pub, cfg, log)
     cameras = CameraPublisher(cfg)
+    proc.closing(cameras.pub)
     renderer = RenderThread(rig, cfg.fps, cameras, clock.now)
     try:
         renderer.start()
     except RenderError as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
+    proc.closing(renderer, renderer.stop)
 
     period = 1.0 / cfg.servo.rate_hz
     ticks, busy = RateMeter(), MillisWindow("tick_busy")
@@ -278,7 +292,7 @@ def main() -> None:
             "arms": {arm.name: arm.health() for arm in arms},
         }
 
-    health = HealthReporter(pub, cfg.name, collect, cfg.health_interval_s)
+    proc.health = health = HealthReporter(pub, cfg.name, collect, cfg.health_interval_s)
     log.info(
         "ready: sim %s, arms %s, cameras %s at %g fps, state at %g Hz, episodes from %s",
         cfg.task,
@@ -289,50 +303,42 @@ def main() -> None:
         cfg.episodes_from,
     )
     wall0, sim0, resets = time.monotonic(), world.time, world.resets
-    try:
-        next_tick = time.monotonic()
-        while not stop.is_set():
-            if (wait := next_tick - time.monotonic()) > 0.002:
-                sub.latest(timeout=wait - 0.001)  # wakes early for a goal: applied at once
-                arm_bus.dispatch()
-                continue
-            started = time.monotonic()
-            while (marker := markers.recv(0)) is not None:
-                episodes.on_marker(marker)
-            episodes.run_self()
-            if world.resets != resets:  # the physics clock started again at 0
-                wall0, sim0, resets = started, world.time, world.resets
-            behind = sim0 + (started - wall0) - world.time
-            if behind > MAX_CATCH_UP_S:
-                lag["physics_behind_events"] += 1
-                lag["physics_behind_max_s"] = round(max(lag["physics_behind_max_s"], behind), 3)
-                log.warning(
-                    "physics %.0f ms behind the wall clock (tick took %.1f ms): the "
-                    "machine cannot keep real time; continuing from now",
-                    behind * 1000,
-                    busy.summary().get("tick_busy_p99_ms") or 0.0,
-                )
-                wall0, sim0 = started, world.time
-            else:
-                world.advance(behind)
-            episodes.judge()
+    next_tick = time.monotonic()
+    while not stop.is_set():
+        if (wait := next_tick - time.monotonic()) > 0.002:
+            sub.latest(timeout=wait - 0.001)  # wakes early for a goal: applied at once
             arm_bus.dispatch()
-            for arm in arms:
-                arm.tick(time.monotonic())
-            ticks.add()
-            health.tick()
-            busy.add(time.monotonic() - started)
-            next_tick += period
-            if time.monotonic() - next_tick >= period:  # overran whole ticks: keep the phase
-                next_tick += int((time.monotonic() - next_tick) // period) * period
-    finally:
-        renderer.stop()
+            continue
+        started = time.monotonic()
+        while (marker := markers.recv(0)) is not None:
+            episodes.on_marker(marker)
+        episodes.run_self()
+        if world.resets != resets:  # the physics clock started again at 0
+            wall0, sim0, resets = started, world.time, world.resets
+        behind = sim0 + (started - wall0) - world.time
+        if behind > MAX_CATCH_UP_S:
+            lag["physics_behind_events"] += 1
+            lag["physics_behind_max_s"] = round(max(lag["physics_behind_max_s"], behind), 3)
+            log.warning(
+                "physics %.0f ms behind the wall clock (tick took %.1f ms): the "
+                "machine cannot keep real time; continuing from now",
+                behind * 1000,
+                busy.summary().get("tick_busy_p99_ms") or 0.0,
+            )
+            wall0, sim0 = started, world.time
+        else:
+            world.advance(behind)
+        episodes.judge()
+        arm_bus.dispatch()
         for arm in arms:
-            arm.shutdown(cfg.servo.on_exit)
-        health.tick(force=True)
-        for closable in (sub, markers, cameras.pub, pub):
-            closable.close()
-        lifecycle.finish(log, f"stopped; episodes {episodes.results}")
+            arm.tick(time.monotonic())
+        ticks.add()
+        health.tick()
+        busy.add(time.monotonic() - started)
+        next_tick += period
+        if time.monotonic() - next_tick >= period:  # overran whole ticks: keep the phase
+            next_tick += int((time.monotonic() - next_tick) // period) * period
+    proc.last_words = f"stopped; episodes {episodes.results}"
 
 
 if __name__ == "__main__":

@@ -13,7 +13,6 @@ Its behaviour can be changed while it runs by publishing `event/stand_in`
 
 from __future__ import annotations
 
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -90,27 +89,25 @@ class StandInPolicy:
 
 def main() -> None:
     cfg = lifecycle.parse_or_exit(StandInConfig, "stand_in_policy")
-    log, stop = lifecycle.start(cfg.name)
-    policy = StandInPolicy(cfg)
-    control = Subscriber(cfg.bus, [topics.event("stand_in")], mode="every")
-    worker = ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source=cfg.name)
-    serving = threading.Thread(target=worker.run, args=(stop,), name="service")
-    serving.start()
-    log.info(
-        "ready: stand-in for task %s, latency %.3f s, horizon %d",
-        cfg.task,
-        cfg.latency,
-        cfg.horizon,
-    )
-    while not stop.is_set():
-        msg = control.recv(0.2)
-        if msg is not None:
-            policy.latency = float(msg.data.get("latency", policy.latency))
-            policy.fail = msg.data.get("fail")
-            log.info("now: latency %.3f s, fail %r", policy.latency, policy.fail)
-    serving.join(timeout=10)
-    control.close()
-    lifecycle.finish(log, "stopped")
+    try:
+        policy = StandInPolicy(cfg)
+    except ValueError as exc:
+        lifecycle.exit_bad_config("stand_in_policy", exc)
+    with lifecycle.Process(cfg.name) as proc:
+        control = proc.closing(Subscriber(cfg.bus, [topics.event("stand_in")], mode="every"))
+        proc.serve(ServiceWorker(cfg.bus, service_name(cfg.task), policy.handle, source=cfg.name))
+        proc.log.info(
+            "ready: stand-in for task %s, latency %.3f s, horizon %d",
+            cfg.task,
+            cfg.latency,
+            cfg.horizon,
+        )
+        while not proc.stop.is_set():
+            msg = control.recv(0.2)
+            if msg is not None:
+                policy.latency = float(msg.data.get("latency", policy.latency))
+                policy.fail = msg.data.get("fail")
+                proc.log.info("now: latency %.3f s, fail %r", policy.latency, policy.fail)
 
 
 if __name__ == "__main__":

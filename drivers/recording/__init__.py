@@ -26,10 +26,12 @@ the bus, with `BackgroundWriter` keeping the encoding off the thread that drains
 
 Modules, one job each: `features` (what a recording holds), `video` (encoding while recording),
 `lerobot_compat` (every use of lerobot's internals), `journal` (the atomic commit, recovery),
-`episode_writer` (one episode), `background` (the writer's own thread).
+`episode_writer` (one episode), `background` (the writer's own thread), `episode_recorder`
+(samples and markers in, aligned frames to the writer: the recorder worker's core).
 """
 
 from drivers.recording.background import BackgroundWriter, BacklogStats
+from drivers.recording.episode_recorder import EpisodeRecorder, RecorderSettings
 from drivers.recording.episode_writer import EpisodeWriter, SavedEpisode
 from drivers.recording.errors import RecordingError
 from drivers.recording.features import (
@@ -54,7 +56,9 @@ __all__ = [
     "BackgroundWriter",
     "DatasetSpec",
     "EncoderSettings",
+    "EpisodeRecorder",
     "EpisodeWriter",
+    "RecorderSettings",
     "RecordingError",
     "SavedEpisode",
     "feature_differences",

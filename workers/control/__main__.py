@@ -424,34 +424,29 @@ def observer_for(cfg: ControlConfig) -> ObservationBuilder:
 
 def main() -> None:
     cfg = lifecycle.parse_or_exit(ControlConfig, "control")
-    log, stop = lifecycle.start(cfg.name)
     try:
         get_task(cfg.task)
         cfg.check()
     except ValueError as exc:
-        log.error("%s", exc)
-        raise SystemExit(2) from None
-    pub = Publisher(cfg.bus, cfg.name)
-    sub = Subscriber(cfg.bus, ControlLoop.subscriptions(cfg), mode="latest")
-    client = ServiceClient(cfg.bus, cfg.name)
-    loop = ControlLoop(cfg, log, pub, sub, client)
-    episode = 0
-    try:
+        lifecycle.exit_bad_config("control", exc)
+    with lifecycle.Process(cfg.name) as proc:
+        pub = proc.closing(Publisher(cfg.bus, cfg.name))
+        client = proc.closing(ServiceClient(cfg.bus, cfg.name))
+        sub = proc.closing(Subscriber(cfg.bus, ControlLoop.subscriptions(cfg), mode="latest"))
+        loop = ControlLoop(cfg, proc.log, pub, sub, client)
+        proc.health = loop.health
         # Episode markers must not fall into ZeroMQ's slow-joiner window.
         if not pub.wait_for_subscriber(topics.event("episode"), cfg.wait_for_listeners):
-            log.info(
+            proc.log.info(
                 "no listener for event/episode after %.0f s; starting anyway",
                 cfg.wait_for_listeners,
             )
-        log_ready(log, cfg, loop)
-        while not stop.is_set() and (cfg.episodes == 0 or episode < cfg.episodes):
-            loop.run_episode(stop, episode)
+        log_ready(proc.log, cfg, loop)
+        episode = 0
+        while not proc.stop.is_set() and (cfg.episodes == 0 or episode < cfg.episodes):
+            loop.run_episode(proc.stop, episode)
             episode += 1
-    finally:
-        loop.health.tick(force=True)
-        for closable in (sub, client, pub):
-            closable.close()
-    lifecycle.finish(log, f"stopped after {episode} episode(s)")
+            proc.last_words = f"stopped after {episode} episode(s)"
 
 
 def log_ready(log: logging.Logger, cfg: ControlConfig, loop: ControlLoop) -> None:

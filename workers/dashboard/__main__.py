@@ -156,25 +156,22 @@ async def serve(
 
 def main() -> None:
     cfg = lifecycle.parse_or_exit(DashboardConfig, "dashboard")
-    log, stop = lifecycle.start(cfg.name)
     try:
         cfg.check()
     except ValueError as exc:
-        log.error("%s", exc)
-        raise SystemExit(2) from None
+        lifecycle.exit_bad_config("dashboard", exc)
     cv2.setNumThreads(1)  # a few small frames a second: keep the machine for the robot
-    streams = Subscriber(cfg.bus, STREAMS, mode="latest", queue=100)
-    events = Subscriber(cfg.bus, [topics.event(kind) for kind in cfg.events], mode="every")
-    pub = Publisher(cfg.bus, cfg.name)
-    try:
-        asyncio.run(serve(cfg, log, stop, streams, events, pub))
-    except OSError as exc:
-        log.error("cannot serve on %s:%d: %s", cfg.host, cfg.port, exc)
-        raise SystemExit(2) from None
-    finally:
-        streams.close()
-        events.close()
-    lifecycle.finish(log, "stopped")
+    with lifecycle.Process(cfg.name) as proc:
+        streams = proc.closing(Subscriber(cfg.bus, STREAMS, mode="latest", queue=100))
+        events = proc.closing(
+            Subscriber(cfg.bus, [topics.event(kind) for kind in cfg.events], mode="every")
+        )
+        pub = Publisher(cfg.bus, cfg.name)  # closed by serve(), after its last health report
+        try:
+            asyncio.run(serve(cfg, proc.log, proc.stop, streams, events, pub))
+        except OSError as exc:
+            proc.log.error("cannot serve on %s:%d: %s", cfg.host, cfg.port, exc)
+            raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

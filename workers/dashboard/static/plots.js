@@ -1,6 +1,10 @@
-// Joint plots: each arm's state, the actions sent and the latest chunk, on a canvas per joint.
+// Joint plots: each arm's state, the actions sent and the latest chunk, one uPlot per joint.
+// uPlot (uPlot.iife.js, vendored: MIT, v1.6.16) is loaded by index.html as the global `uPlot`.
 import { $, AHEAD_S, PAST_S, S, dash } from "./state.js";
-import { esc, isNum, num, serverNow, value } from "./util.js";
+import { esc, isNum, num, serverNow } from "./util.js";
+
+const COLORS = { state: "#58a6ff", action: "#f0883e", chunk: "#d2a8ff" };
+const HEIGHT = 110;  // px of plot below each joint's title
 
 export function jointName(arm, i) {
   const names = S.status && S.status.arms && S.status.arms[arm] && S.status.arms[arm].names;
@@ -8,10 +12,50 @@ export function jointName(arm, i) {
   return name.replace(/\.pos$/, "");
 }
 
+// The y range: the data with 20 % room, never narrower than 2 degrees (a still joint is flat).
+function yRange(_u, lo, hi) {
+  if (!Number.isFinite(lo) || !Number.isFinite(hi)) return [-1, 1];
+  const span = Math.max(hi - lo, 2), mid = (hi + lo) / 2;
+  return [mid - span * 0.6, mid + span * 0.6];
+}
+
+// A vertical line at "now" (x = 0: the x axis is seconds from now).
+function drawNow(u) {
+  const x = Math.round(u.valToPos(0, "x", true));
+  const { ctx } = u;
+  ctx.save();
+  ctx.strokeStyle = "#ffffff66";
+  ctx.lineWidth = 1;
+  ctx.beginPath();
+  ctx.moveTo(x, u.bbox.top);
+  ctx.lineTo(x, u.bbox.top + u.bbox.height);
+  ctx.stroke();
+  ctx.restore();
+}
+
+function makePlot(box) {
+  const axis = { stroke: "#8a94a6", grid: { stroke: "#22272e", width: 1 },
+                 ticks: { show: false }, font: "10px sans-serif", gap: 2 };
+  const line = (label, stroke, extra = {}) =>
+    ({ label, stroke, width: 1.5, spanGaps: true, points: { show: false }, ...extra });
+  return new uPlot({
+    width: Math.max(box.clientWidth, 60),
+    height: HEIGHT,
+    legend: { show: false },
+    cursor: { show: false },
+    scales: { x: { time: false, range: [-PAST_S, AHEAD_S] }, y: { range: yRange } },
+    // Both axes shown: uPlot 1.6 draws no y axis when the x axis is hidden.
+    axes: [{ ...axis, size: 16, incrs: [1, 2, 5], values: (_u, xs) => xs.map((x) => `${x} s`) },
+           { ...axis, size: 30 }],
+    series: [{}, line("state", COLORS.state, { width: 1.8 }), line("action", COLORS.action),
+             line("chunk", COLORS.chunk, { dash: [4, 3] })],
+    hooks: { draw: [drawNow] },
+  }, [[], [], [], []], box);
+}
+
 export function ensureArms(arms) {
   const box = $("arms");
-  const names = Object.keys(arms).sort();
-  for (const arm of names) {
+  for (const arm of Object.keys(arms).sort()) {
     if (S.armViews[arm]) continue;
     box.querySelector(".absent")?.remove();
     const dim = arms[arm].dim || 6;
@@ -20,10 +64,18 @@ export function ensureArms(arms) {
     div.dataset.arm = arm;
     div.innerHTML = `<h3>${esc(arm)} <span class="muted src"></span></h3><div class="joints">` +
       Array.from({ length: dim }, (_, i) =>
-        `<div class="joint"><canvas data-joint="${i}"></canvas></div>`).join("") + `</div>`;
+        `<div class="joint" data-joint="${i}"><div class="jhead"><span class="jname"></span>` +
+        `<span class="jval"></span></div><div class="jplot"></div></div>`).join("") + `</div>`;
     box.appendChild(div);
-    S.armViews[arm] = { div, canvases: [...div.querySelectorAll("canvas")],
-                        src: div.querySelector(".src") };
+    const joints = [...div.querySelectorAll(".joint")].map((el) => ({
+      name: el.querySelector(".jname"), value: el.querySelector(".jval"),
+      plot: makePlot(el.querySelector(".jplot")), box: el.querySelector(".jplot"),
+    }));
+    const resize = new ResizeObserver(() => {
+      for (const j of joints) j.plot.setSize({ width: Math.max(j.box.clientWidth, 60), height: HEIGHT });
+    });
+    resize.observe(div);
+    S.armViews[arm] = { div, joints, src: div.querySelector(".src") };
   }
   for (const [arm, view] of Object.entries(S.armViews)) {
     const a = arms[arm];
@@ -41,88 +93,33 @@ function chunkFor(arm) {
   return best;
 }
 
+// One series as uPlot wants it, [xs, ys]: x in seconds from now, only the plotted window.
+function series(points, j, now) {
+  const xs = [], ys = [];
+  for (const [t, v] of points) {
+    const x = t - now;
+    if (x >= -PAST_S - 0.5 && x <= AHEAD_S) { xs.push(x); ys.push(v[j]); }
+  }
+  return [xs, ys];
+}
+
 function drawAll() {
   if (document.hidden || !S.status) return;
   const now = serverNow();
   for (const [arm, view] of Object.entries(S.armViews)) {
     const data = S.samples[arm] || { s: [], a: [] };
     const chunk = chunkFor(arm);
-    view.canvases.forEach((canvas, j) => drawJoint(canvas, arm, j, data, chunk, now));
+    const ahead = chunk ? chunk.per_arm[arm].map((row, i) => [chunk.t_obs + i * chunk.dt, row]) : [];
+    view.joints.forEach((joint, j) => {
+      const states = series(data.s, j, now);
+      // uPlot.join merges the three time bases into one x array (nulls where a series has none).
+      joint.plot.setData(uPlot.join([states, series(data.a, j, now), series(ahead, j, now)]));
+      const last = states[1].length ? states[1][states[1].length - 1] : null;
+      joint.name.textContent = jointName(arm, j);
+      joint.value.textContent = last === null ? "—" : last.toFixed(1);
+    });
   }
   dash.draws += 1;
-}
-
-function drawJoint(canvas, arm, j, data, chunk, now) {
-  const dpr = window.devicePixelRatio || 1;
-  const w = canvas.clientWidth, h = canvas.clientHeight;
-  if (!w || !h) return;
-  if (canvas.width !== Math.round(w * dpr)) canvas.width = Math.round(w * dpr);
-  if (canvas.height !== Math.round(h * dpr)) canvas.height = Math.round(h * dpr);
-  const ctx = canvas.getContext("2d");
-  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
-  ctx.clearRect(0, 0, w, h);
-  const t0 = now - PAST_S, t1 = now + AHEAD_S;
-  const pad = { l: 34, r: 4, t: 14, b: 4 };
-  const x = (t) => pad.l + (t - t0) / (t1 - t0) * (w - pad.l - pad.r);
-
-  const series = [];
-  const pick = (list) => list.filter(([t]) => t >= t0 - 0.5 && t <= t1).map(([t, v]) => [t, v[j]]);
-  const states = pick(data.s), actions = pick(data.a);
-  let ahead = [];
-  if (chunk) {
-    ahead = chunk.per_arm[arm].map((row, i) => [chunk.t_obs + i * chunk.dt, row[j]])
-      .filter(([t]) => t >= t0 && t <= t1);
-  }
-  series.push(states, actions, ahead);
-  let lo = Infinity, hi = -Infinity;
-  for (const s of series) for (const [, v] of s) { if (v < lo) lo = v; if (v > hi) hi = v; }
-  if (!Number.isFinite(lo)) { lo = -1; hi = 1; }
-  const span = Math.max(hi - lo, 2);
-  const mid = (hi + lo) / 2;
-  lo = mid - span * 0.6; hi = mid + span * 0.6;
-  const y = (v) => pad.t + (hi - v) / (hi - lo) * (h - pad.t - pad.b);
-
-  // grid: a line a second, the value range on the left
-  ctx.strokeStyle = "#22272e";
-  ctx.lineWidth = 1;
-  ctx.beginPath();
-  for (let t = Math.ceil(t0); t <= t1; t += 1) { ctx.moveTo(x(t), pad.t); ctx.lineTo(x(t), h); }
-  ctx.stroke();
-  ctx.fillStyle = "#8a94a6";
-  ctx.font = "10px sans-serif";
-  ctx.textBaseline = "top";
-  ctx.fillText(hi.toFixed(0), 2, pad.t);
-  ctx.textBaseline = "bottom";
-  ctx.fillText(lo.toFixed(0), 2, h - 2);
-  // now
-  ctx.strokeStyle = "#ffffff66";
-  ctx.beginPath(); ctx.moveTo(x(now), pad.t); ctx.lineTo(x(now), h); ctx.stroke();
-
-  const line = (points, color, dash = [], width = 1.5) => {
-    if (points.length < 1) return;
-    ctx.strokeStyle = color;
-    ctx.lineWidth = width;
-    ctx.setLineDash(dash);
-    ctx.beginPath();
-    points.forEach(([t, v], i) => (i ? ctx.lineTo(x(t), y(v)) : ctx.moveTo(x(t), y(v))));
-    if (points.length === 1) ctx.lineTo(x(points[0][0]) + 1, y(points[0][1]));
-    ctx.stroke();
-    ctx.setLineDash([]);
-  };
-  line(ahead, "#d2a8ff", [4, 3], 1.5);
-  line(actions, "#f0883e");
-  line(states, "#58a6ff", [], 1.8);
-
-  // title: joint name and the newest value
-  const last = states.length ? states[states.length - 1][1] : null;
-  ctx.fillStyle = "#d8dee9";
-  ctx.font = "bold 11px sans-serif";
-  ctx.textBaseline = "top";
-  ctx.fillText(jointName(arm, j), pad.l, 1);
-  ctx.textAlign = "right";
-  ctx.fillStyle = "#58a6ff";
-  ctx.fillText(last === null ? "—" : last.toFixed(1), w - 4, 1);
-  ctx.textAlign = "left";
 }
 
 setInterval(drawAll, 100);

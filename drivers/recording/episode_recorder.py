@@ -1,27 +1,41 @@
-"""The recorder's core: episode markers and samples from the bus in, aligned frames out to the
-background writer (drivers/recording), and the recorder's own events. workers/recorder.py is
-the process around it."""
+"""The recorder's core: episode markers and samples in, aligned frames out to the background
+writer, and what happened to each episode out as events.
+
+No bus here: workers/recorder.py hands it each sample (`on_sample`) and marker (`on_marker`)
+it receives, calls `tick` with the time, and publishes what `emit` is given. Streams are named
+"<family>/<name>" (camera/front, state/arm, action/arm) in its reports and logs.
+"""
 
 from __future__ import annotations
 
+import logging
 import math
 from collections import deque
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-from bus import Message, Publisher, topics
-from bus.clock import now
-from bus.log import Throttle, warn_throttled
+import numpy as np
+
 from core.frame_clock import EpisodeClock, Tick
-from drivers.recording import (
-    JOINTS,
-    BackgroundWriter,
-    DatasetSpec,
-)
-from workers.tasks import TASKS, get_task
+from drivers.recording.background import BackgroundWriter
+from drivers.recording.features import JOINTS, DatasetSpec
 
-if TYPE_CHECKING:  # the worker's config; the worker imports this module
-    from workers.recorder import RecorderConfig
+Emit = Callable[[str, dict[str, Any]], None]  # (state, details): what became of an episode
+Warn = Callable[[str, str], None]  # (key, text): a warning the caller may rate-limit
+
+
+@dataclass(frozen=True)
+class RecorderSettings:
+    """What the recorder core needs of the worker's config."""
+
+    record_actions: bool = True  # action/<arm> samples are recorded (else: the next state)
+    max_latency: float = 1.0  # seconds a frame waits for a lagging stream
+    slack: float = 0.5  # where a frame's window ends, in frames after its nominal time
+    sources: tuple[str, ...] = ()  # episode markers accepted only from these (empty = any)
+    default_task: str = ""  # the task text when a marker names none
+    task_texts: dict[str, str] = field(default_factory=dict)  # task name -> its text
+    max_backlog_mb: float = 1024.0  # for the log line when the backlog is full
 
 
 @dataclass
@@ -32,92 +46,84 @@ class Episode:
     truncated: str | None = None  # why it was cut short
 
 
-class Recorder:
+class EpisodeRecorder:
     """Episode markers and samples in, aligned frames out to the background writer."""
 
     def __init__(
         self,
-        cfg: RecorderConfig,
+        settings: RecorderSettings,
         spec: DatasetSpec,
         writer: BackgroundWriter,
-        pub: Publisher,
-        log,
+        emit: Emit,
+        log: logging.Logger,
+        warn: Warn | None = None,
         image_hw: dict[str, tuple[int, int]] | None = None,
     ):
-        self.cfg, self.spec, self.writer, self.pub, self.log = cfg, spec, writer, pub, log
-        self.cameras = [topics.camera(c) for c in spec.cameras]
-        self.states = [topics.state(a) for a in spec.arms]
-        self.actions = [topics.action(a) for a in spec.arms] if cfg.action == "bus" else []
+        self.settings, self.spec, self.writer, self.emit, self.log = (
+            settings,
+            spec,
+            writer,
+            emit,
+            log,
+        )
+        self.warn = warn or (lambda _key, text: log.warning("%s", text))
+        self.cameras = [f"camera/{c}" for c in spec.cameras]
+        self.states = [f"state/{a}" for a in spec.arms]
+        self.actions = [f"action/{a}" for a in spec.arms] if settings.record_actions else []
         self.episodes: list[Episode] = []  # in start order; only the first writes
         self.preroll: dict[str, deque] = {s: deque(maxlen=3) for s in self.streams}
         self.received = dict.fromkeys(self.streams, 0)
         self.rejected = 0
-        self.shapes = {topics.camera(c): (h, w, 3) for c, (h, w) in (image_hw or {}).items()}
+        self.shapes = {f"camera/{c}": (h, w, 3) for c, (h, w) in (image_hw or {}).items()}
         self.accepting = True
         self.refused = self.truncated = self.saved = self.discarded = 0
         self.frames_saved = 0
         self.last_saved: dict | None = None
         self.encode_busy_s = self.encoded_video_s = 0.0
-        self._throttle = Throttle(5.0)
 
     @property
     def streams(self) -> list[str]:
+        """Every stream recorded, as "<family>/<name>"."""
         return self.cameras + self.states + self.actions
-
-    @property
-    def topics(self) -> list[str]:
-        return self.streams + [topics.event("episode"), topics.event("record")]
 
     # -------------------------------------------------------------- input
 
-    def on_message(self, msg: Message) -> None:
-        if msg.topic in self.received:
-            self.on_sample(msg)
-        elif msg.topic == topics.event("episode"):
-            phase = msg.data.get("phase")
-            self.on_marker(msg, phase, msg.data.get("episode"))
-        elif msg.topic == topics.event("record"):
-            self.on_marker(msg, msg.data.get("command"), None)
-
-    def on_sample(self, msg: Message) -> None:
-        family = topics.family(msg.topic)
-        if family == "camera":
-            value = msg.arrays["image"]
-            shape = self.shapes.setdefault(msg.topic, value.shape)
+    def on_sample(self, stream: str, t: float, value: np.ndarray, src: str = "?") -> None:
+        """One sample of a stream, at `t`: capture time (camera, state) or execution time
+        (action). Streams not recorded are ignored; a wrong shape is counted and warned of."""
+        if stream not in self.received:
+            return
+        if stream in self.cameras:
+            shape = self.shapes.setdefault(stream, value.shape)
             if value.shape != shape:  # a video keeps one size: the first one seen
-                self.rejected += 1
-                warn_throttled(
-                    self.log,
-                    self._throttle,
-                    msg.topic,
-                    f"{msg.topic} from {msg.src!r}: image {value.shape}, this "
+                self._reject(
+                    stream,
+                    f"{stream} from {src!r}: image {value.shape}, this "
                     f"recording takes {shape}; not recorded",
                 )
                 return
-        else:
-            value = msg.arrays["position" if family == "state" else "goal"]
-            if value.shape != (len(JOINTS),):
-                self.rejected += 1
-                warn_throttled(
-                    self.log,
-                    self._throttle,
-                    msg.topic,
-                    f"{msg.topic} from {msg.src!r}: {value.shape[0]} joints, "
-                    f"expected {len(JOINTS)}; not recorded",
-                )
-                return
-        self.received[msg.topic] += 1
-        # Actions are aligned on when they execute, everything else on when it was captured.
-        t = float(msg.data.get("t_exec", msg.t_cap)) if family == "action" else msg.t_cap
-        self.preroll[msg.topic].append((t, value))
-        for ep in self.episodes:
-            ep.clock.offer(msg.topic, t, value)
-
-    def on_marker(self, msg: Message, phase: str | None, bus_episode: Any) -> None:
-        source = str(msg.data.get("source") or msg.src)
-        if self.cfg.sources and source not in self.cfg.sources:
+        elif value.shape != (len(JOINTS),):
+            self._reject(
+                stream,
+                f"{stream} from {src!r}: {value.shape[0] if value.ndim else 0} joints, "
+                f"expected {len(JOINTS)}; not recorded",
+            )
             return
-        t = msg.t_cap
+        self.received[stream] += 1
+        self.preroll[stream].append((t, value))
+        for ep in self.episodes:
+            ep.clock.offer(stream, t, value)
+
+    def _reject(self, stream: str, text: str) -> None:
+        self.rejected += 1
+        self.warn(stream, text)
+
+    def on_marker(
+        self, phase: str | None, source: str, t: float, task: str = "", bus_episode: Any = None
+    ) -> None:
+        """An episode marker: phase "start" or "stop" from `source` at time `t`."""
+        if self.settings.sources and source not in self.settings.sources:
+            return
         if phase == "stop":
             open_ep = self._open()
             if open_ep is not None:
@@ -134,14 +140,11 @@ class Recorder:
             )
             open_ep.clock.stop(t)
             open_ep.info["ended_by"] = f"next start from {source}"
-        task = str(msg.data.get("task") or "")
         info = {
             "bus_episode": bus_episode,
             "source": source,
             "t_start": t,
-            "task": TASKS[task].description
-            if task in TASKS
-            else (task or get_task(self.cfg.task).description),
+            "task": self.settings.task_texts.get(task) or task or self.settings.default_task,
         }
         if not self.accepting:
             self.refused += 1
@@ -158,8 +161,8 @@ class Recorder:
             self.cameras + self.states,
             self.actions,
             t_start=t,
-            max_latency=self.cfg.max_latency,
-            slack=self.cfg.slack,
+            max_latency=self.settings.max_latency,
+            slack=self.settings.slack,
         )
         for stream, samples in self.preroll.items():
             for ts, value in samples:
@@ -214,7 +217,7 @@ class Recorder:
                 "and new episodes refused until it drains; encoding is slower than "
                 "recording (see --preset / --max_backlog_mb)",
                 self._backlog_mb(),
-                self.cfg.max_backlog_mb,
+                self.settings.max_backlog_mb,
                 ep.info["bus_episode"],
                 tick.index,
             )
@@ -311,16 +314,16 @@ class Recorder:
 
     def _event(self, state: str, info: dict, **extra: Any) -> None:
         data = {"state": state, **{k: v for k, v in info.items() if _plain(v)}, **extra}
-        self.pub.publish(topics.event("recorder"), data=data)
+        self.emit(state, data)
 
     def _backlog_mb(self) -> float:
         return self.writer.backlog_snapshot().bytes / 1e6
 
     # -------------------------------------------------------------- shutdown
 
-    def shutdown(self, keep_partial: bool) -> None:
-        """Stopped episodes are finished; the open one is saved (keep_partial) or dropped."""
-        t = now()
+    def shutdown(self, keep_partial: bool, t: float) -> None:
+        """Stopped episodes are finished; the open one is saved (keep_partial, cut at `t`) or
+        dropped."""
         open_ep = self._open()
         if open_ep is not None and not keep_partial:
             self.episodes.pop()
@@ -361,7 +364,7 @@ class Recorder:
             "backlog_frames": b.frames,
             "backlog_mb": round(b.bytes / 1e6, 1),
             "backlog_max_mb": round(b.max_bytes / 1e6, 1),
-            "backlog_limit_mb": self.cfg.max_backlog_mb,
+            "backlog_limit_mb": self.settings.max_backlog_mb,
             "episodes_queued": b.episodes_queued,
             "discarded_frames": self.writer.discarded_frames,
             "encode_realtime_factor": (
