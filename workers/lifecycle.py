@@ -23,6 +23,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any, NoReturn, Protocol, TypeVar
@@ -139,5 +140,8 @@ def parse_or_exit[C](cls: type[C], process: str, args: list[str] | None = None) 
 
 
 def exit_bad_config(process: str, exc: BaseException) -> NoReturn:
-    print(f"{process}: bad config: {' '.join(str(exc).split())}", file=sys.stderr, flush=True)
+    # The same shape as a log line (time, process, ERROR), so log readers and greps find it.
+    when = time.strftime("%Y-%m-%d %H:%M:%S")
+    text = " ".join(str(exc).split())
+    print(f"{when} {process} ERROR bad config: {text}", file=sys.stderr, flush=True)
     raise SystemExit(2)
