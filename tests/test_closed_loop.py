@@ -136,3 +136,43 @@ def test_the_shipped_sim_checkpoint_beats_holding_still(tmp_path: Path) -> None:
     report = json.loads(out.read_text())["contenders"]
     assert report["hold"]["successes"] == 0, report["hold"]
     assert report["checkpoint"]["successes"] >= 1, report["checkpoint"]
+
+
+@pytest.mark.timeout(600)
+def test_ctrl_c_keeps_the_episodes_that_finished(tmp_path: Path) -> None:
+    """A long evaluation stopped with Ctrl-C writes what it measured (no traceback, exit 130)."""
+    import signal
+
+    out = tmp_path / "eval.json"
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "workers.evaluate",
+            "--task=lift",
+            "--episodes=20",
+            "--contenders=[hold,expert]",
+            "--episode_s=3",
+            f"--out={out}",
+            f"--logs={tmp_path / 'logs'}",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        for line in proc.stdout:  # the first finished episode's progress line
+            if "episode 1/20" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest = proc.communicate(timeout=300)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, rest
+    assert "Traceback" not in rest and "interrupted" in rest, rest
+    report = json.loads(out.read_text())
+    assert report["interrupted"] is True
+    assert list(report["contenders"]) == ["hold"]  # the expert never started
+    assert 1 <= report["contenders"]["hold"]["n"] < 20

@@ -119,7 +119,10 @@ def run_contender(
     checkpoint: Path,
     sizes: dict[str, tuple[int, int]],
     episode_s: float,
-) -> list[dict]:
+    episodes: dict[int, dict],
+) -> None:
+    """Run one contender's episodes; each finished one lands in `episodes` as it ends, so
+    what was measured survives an interruption (see counted())."""
     front = sizes.get("front", (96, 128))
     wrist = next((s for c, s in sizes.items() if c.endswith("_wrist")), front)
     launch.start(
@@ -132,7 +135,6 @@ def run_contender(
     launch.wait_for("sim", "ready: sim")
     start_policy(launch, contender, cfg, checkpoint)
     sub = Subscriber(launch.bus, [topics.event("sim"), topics.event("episode")], mode="every")
-    episodes: dict[int, dict] = {}
     try:
         control = launch.start(
             "control",
@@ -192,6 +194,10 @@ def run_contender(
         sub.close()
         for name in ("control", "policy", "sim"):
             launch.stop(name)
+
+
+def counted(episodes: dict[int, dict]) -> list[dict]:
+    """The episodes that finished (the simulator's verdict and control's stop marker both in)."""
     return [
         {k: v for k, v in episodes[e].items() if k != "counted"}
         for e in sorted(episodes)
@@ -255,20 +261,30 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     sizes = checkpoint_camera_sizes(checkpoint) if (checkpoint / "config.json").is_file() else {}
     episode_s = cfg.episode_s or EPISODE_S[task.name]
     results = {}
+    interrupted = False
     with Launch(REPO / cfg.logs) as launch:
         launch.start_hub()
         for contender in contenders:
             t0 = time.monotonic()
-            rows = run_contender(launch, contender, cfg, checkpoint, sizes, episode_s)
-            results[contender.name] = {
-                **summarize(rows),
-                "policy": contender.policy,
-                "schedule": contender.schedule,
-                "blend": contender.blend,
-                "join_asked": contender.join,
-                "wall_s": round(time.monotonic() - t0, 1),
-            }
+            episodes: dict[int, dict] = {}
+            try:
+                run_contender(launch, contender, cfg, checkpoint, sizes, episode_s, episodes)
+            except KeyboardInterrupt:  # Ctrl-C: keep what was measured, run nothing more
+                interrupted = True
+            rows = counted(episodes)
+            if rows:
+                results[contender.name] = {
+                    **summarize(rows),
+                    "policy": contender.policy,
+                    "schedule": contender.schedule,
+                    "blend": contender.blend,
+                    "join_asked": contender.join,
+                    "wall_s": round(time.monotonic() - t0, 1),
+                }
+            if interrupted:
+                break
     return {
+        "interrupted": interrupted,
         "task": task.name,
         "seed": cfg.seed,
         "episodes": cfg.episodes,
@@ -310,10 +326,14 @@ def main() -> None:
     except LaunchError as exc:
         raise SystemExit(f"evaluate: {exc}") from None
     print_table(report)
+    if report["interrupted"]:
+        print("interrupted: the episodes that finished are in the table and the file")
     out = Path(cfg.out or REPO / "outputs" / "eval" / f"{cfg.task}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"written: {out} (process logs in {cfg.logs}/)")
+    if report["interrupted"]:
+        raise SystemExit(130)
 
 
 if __name__ == "__main__":
