@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -313,8 +314,16 @@ def print_table(report: dict) -> None:
         )
 
 
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main() -> None:
     cfg = parse_or_exit(EvaluateConfig, "evaluate")
+    # Ctrl-C, `kill` or `kill -INT` stop the evaluation and keep what was measured, also when
+    # the shell started it in the background (which leaves SIGINT ignored).
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
         get_task(cfg.task)
         [Contender.parse(c) for c in cfg.contenders]
