@@ -247,3 +247,47 @@ def test_the_expert_plan_waits_for_a_lagging_arm_but_not_forever() -> None:
     for k in range(200):  # an arm that never catches up: the plan goes on after 4 s
         follower.observe(3.0 + k / 30, {"arm": ramp[30]})
     assert follower.offset == pytest.approx(follower.max_offset_s)
+
+
+def test_arms_resting_after_the_plan_are_not_lagging_behind_it() -> None:
+    from drivers.sim.expert import ExpertPlan, PlanFollower
+
+    ramp = np.repeat(np.arange(300, dtype=np.float32)[:, None], 6, axis=1)
+    follower = PlanFollower(ExpertPlan(30.0, {"arm": ramp}), t_start=0.0)
+    for k in range(100):  # long after the plan's 10 s, the arm where the plan ended
+        follower.observe(12.0 + k / 10, {"arm": ramp[-1]})
+    assert (follower.offset, follower.setbacks) == (0.0, 0)
+
+
+def test_the_expert_clock_starts_when_its_plan_is_ready() -> None:
+    import logging
+
+    from bus import Message, clock
+    from workers.expert_policy import ExpertConfig, ExpertPolicy
+
+    policy = ExpertPolicy(ExpertConfig(task="lift"), logging.getLogger("test"))
+    init = SimWorld("lift").reset(3)
+    asked = clock.now()
+    start = {"phase": "start", "task": "lift", "episode": 0, "seed": 3, "cubes": init.cubes}
+    # A reset announced a while ago (a slow plan, a busy machine): the plan must not open
+    # already that far ahead of the arm.
+    policy.on_sim(Message("event/sim", data=start, t_cap=asked - 2.0))
+    assert policy.follower is not None and policy.follower.t_start >= asked
+    request = Message(
+        "policy/lift",
+        arrays={"state.arm": np.zeros(6, np.float32)},
+        data={"t_obs": policy.follower.t_start},
+    )
+    first = policy.handle(request).arrays["actions"][0]
+    np.testing.assert_allclose(first, policy.follower.plan.goals_at(0.0)["arm"])
+
+
+def test_a_failure_says_where_the_cubes_are() -> None:
+    world = SimWorld("sort")
+    init = world.reset(2)
+    x, y, z = init.cubes["red"][:3]
+    assert f"red at ({x:.3f}, {y:.3f}, {z:.3f}) m" in world.where()
+    adr = world.cube_qpos["blue"]
+    world.data.qpos[adr : adr + 3] = [*scenes.BIN_CENTRES["blue"], 0.02]  # dropped in its bin
+    world.advance(1.0)
+    assert "blue in its bin" in world.where() and "red at (" in world.where()

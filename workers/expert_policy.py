@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bus import BusConfig, Message, Reply, RequestError, ServiceWorker, Subscriber, topics
+from bus import BusConfig, Message, Reply, RequestError, ServiceWorker, Subscriber, clock, topics
 from drivers.sim.expert import PlanFollower, plan_episode
 from drivers.sim.scene import build_model
 from workers import lifecycle
@@ -48,27 +48,37 @@ class ExpertPolicy:
     def on_sim(self, msg: Message) -> None:
         if msg.data.get("phase") != "start" or msg.data.get("task") != self.task.name:
             return
+        with self._lock:  # the last episode's plan must not answer for this one
+            self._report_lag()
+            self.follower, self.episode = None, msg.data.get("episode")
         try:
             plan = plan_episode(self.task.name, msg.data["cubes"], self.cfg.fps, self.model)
         except (KeyError, TypeError, ValueError) as exc:
             self.log.error("cannot plan episode %s: %s", msg.data.get("episode"), exc)
             return
+        # The plan's clock starts when the plan exists, not at the reset: planning takes
+        # 0.2-0.7 s (more on a loaded machine), and a clock started at the reset would open with
+        # the arm that far behind, the gripper closing before the arm is down at the cube.
+        # Until then every request is answered "stay where you are".
+        started = max(msg.t_cap, clock.now())
         with self._lock:
-            if self.follower is not None and self.follower.setbacks:
-                self.log.info(
-                    "episode %s: the arms lagged; plan set back %d times (%.2f s)",
-                    self.episode,
-                    self.follower.setbacks,
-                    self.follower.offset,
-                )
-            self.follower = PlanFollower(plan, msg.t_cap)
-            self.episode = msg.data.get("episode")
+            self.follower = PlanFollower(plan, started)
         self.log.info(
-            "episode %s (seed %s): planned %.1f s",
+            "episode %s (seed %s): planned %.1f s in %.2f s",
             self.episode,
             msg.data.get("seed"),
             plan.duration_s,
+            started - msg.t_cap,
         )
+
+    def _report_lag(self) -> None:
+        if self.follower is not None and self.follower.setbacks:
+            self.log.info(
+                "episode %s: the arms lagged; plan set back %d times (%.2f s)",
+                self.episode,
+                self.follower.setbacks,
+                self.follower.offset,
+            )
 
     def handle(self, request: Message) -> Reply:
         if request.data.get("describe"):

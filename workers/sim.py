@@ -155,7 +155,13 @@ class Episodes:
                 seed = self.cfg.seed + (episode if isinstance(episode, int) else 0)
             self.start(episode, seed, msg.src)
         elif phase == "stop" and episode == self.episode:
-            self.finish(Outcome(False, f"stopped by {msg.src} before success", self.world.time))
+            self.finish(
+                Outcome(
+                    False,
+                    f"stopped by {msg.src} before success; {self.world.where()}",
+                    self.world.time,
+                )
+            )
 
     def judge(self) -> None:
         if self.episode is None or self.outcome is not None:
@@ -166,7 +172,11 @@ class Episodes:
             and self.cfg.episodes_from == "self"
             and self.world.time >= self.cfg.episode_s
         ):
-            outcome = Outcome(False, f"timeout after {self.cfg.episode_s:g} s", self.world.time)
+            outcome = Outcome(
+                False,
+                f"timeout after {self.cfg.episode_s:g} s; {self.world.where()}",
+                self.world.time,
+            )
         if outcome is not None:
             self.finish(outcome)
 

@@ -182,7 +182,9 @@ class PlanFollower:
             gap = np.maximum(gap, diff.max(axis=1))
         # Where the plan holds still (the gripper closing) every frame matches: take the latest.
         at = lo + int(np.flatnonzero(gap <= gap.min() + 1.0).max())
-        if now - at > self.lag_frames and self.offset < self.max_offset_s:
+        # Lag is measured against the plan's last frame once the plan is over: arms resting at
+        # the end are not behind it, however long ago it ended.
+        if hi - at > self.lag_frames and self.offset < self.max_offset_s:
             step = (now - at - self.lag_frames // 2) / plan.fps
             self.offset = min(self.offset + step, self.max_offset_s)
             self.setbacks += 1

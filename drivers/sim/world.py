@@ -208,6 +208,18 @@ class SimWorld:
             self._since = None
         return None
 
+    def where(self) -> str:
+        """Where the cubes are, for a failure's reason: "red in its bin, blue at (x, y, z) m"."""
+        parts = []
+        for cube in self.scene.cubes:
+            if self.scene.task == "sort" and self._in_bin(cube):
+                parts.append(f"{cube} in its bin")
+                continue
+            x, y, z = self.cube_position(cube)
+            held = ", touching an arm" if self.touching_arm(cube) else ""
+            parts.append(f"{cube} at ({x:.3f}, {y:.3f}, {z:.3f}) m{held}")
+        return ", ".join(parts)
+
     def _condition(self) -> bool:
         task = self.scene.task
         if task == "lift":
