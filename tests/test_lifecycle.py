@@ -59,11 +59,13 @@ def test_the_end_runs_in_order_whatever_fails(restore_signals) -> None:
         proc.closing(Thing("driver", done, fail=True))  # a failing close stops nothing else
         proc.closing(Thing("sub", done), close=lambda: done.append("custom"))
         proc.health = Health(done)
+        proc.at_stop("arms", lambda: done.append("arms to their exit state"))
         thread = proc.serve(service)
         proc.last_words = "stopped after 3 things"
     assert proc.stop.is_set() and service.stopped.is_set() and not thread.is_alive()
-    # the last health report first (its publisher still open), then closes in reverse order
-    assert done == ["health force=True", "custom", "driver", "pub"]
+    # the arms first (nothing waits before them), then the last health report (its publisher
+    # still open, reporting the arms' final state), then closes in reverse order
+    assert done == ["arms to their exit state", "health force=True", "custom", "driver", "pub"]
     log = out.getvalue()
     assert "closing Thing failed" in log and "driver would not close" in log
     assert log.strip().splitlines()[-1].endswith("stopped after 3 things")

@@ -11,8 +11,10 @@
         proc.last_words = "stopped after ..."
 
 At the end (a stop, a return, an exception): the stop event is set, service threads joined,
-the last health message sent, everything `closing` was given closed in reverse order (an error
-in one close is logged and the others still run), queued messages flushed, last words logged.
+what `at_stop` was given run (arms to their exit state: nothing waits before that), the last
+health message sent (it reports that state), everything `closing` was given closed in reverse
+order (an error in one close or stop action is logged and the others still run), queued
+messages flushed, last words logged.
 """
 
 from __future__ import annotations
@@ -76,12 +78,17 @@ class Process:
         self.health: _Health | None = None
         self.last_words = "stopped"
         self._closers: list[tuple[str, Callable[[], Any]]] = []
+        self._at_stop: list[tuple[str, Callable[[], Any]]] = []
         self._threads: list[threading.Thread] = []
 
     def closing(self, thing: T, close: Callable[[], Any] | None = None) -> T:
         """Close `thing` (its .close(), or `close`) when the process ends; returns `thing`."""
         self._closers.append((type(thing).__name__, close or thing.close))  # type: ignore[attr-defined]
         return thing
+
+    def at_stop(self, what: str, action: Callable[[], Any]) -> None:
+        """Run `action` first thing at the end, before the last health report and the closes."""
+        self._at_stop.append((what, action))
 
     def serve(self, service: _Service, name: str = "service") -> threading.Thread:
         """Run `service.run(stop)` on its own thread, joined when the process ends."""
@@ -107,6 +114,8 @@ class Process:
             thread.join(timeout=10)
             if thread.is_alive():
                 self.log.warning("thread %s did not stop within 10 s", thread.name)
+        for what, action in self._at_stop:
+            self._safely(what, action)
         if self.health is not None:
             self._safely("the last health report", lambda: self.health.tick(force=True))
         for what, close in reversed(self._closers):

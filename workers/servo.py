@@ -85,7 +85,7 @@ def run(
     sub = proc.closing(Subscriber(cfg.bus, ArmBus.topics(list(drivers)), mode="latest"))
     arms = [ArmChannel(name, drivers[name], GoalGuard(limits[name]), pub, log) for name in drivers]
     # Each arm is left as servo.on_exit says (hold or release), whatever ends the process.
-    proc.closing(arms, lambda: [arm.shutdown(cfg.servo.on_exit) for arm in arms])
+    proc.at_stop("arm shutdown", lambda: [arm.shutdown(cfg.servo.on_exit) for arm in arms])
     for arm in arms:
         log.info(
             "%s: %s; limits %s .. %s",

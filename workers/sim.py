@@ -263,7 +263,7 @@ def simulate(
     sub = proc.closing(Subscriber(cfg.bus, ArmBus.topics(list(drivers)), mode="latest"))
     markers = proc.closing(Subscriber(cfg.bus, [EPISODE_TOPIC], mode="every"))
     arms = [ArmChannel(name, drivers[name], GoalGuard(limits[name]), pub, log) for name in drivers]
-    proc.closing(arms, lambda: [arm.shutdown(cfg.servo.on_exit) for arm in arms])
+    proc.at_stop("arm shutdown", lambda: [arm.shutdown(cfg.servo.on_exit) for arm in arms])
     for arm in arms:
         arm.connect()
     arm_bus = ArmBus(arms, sub, EstopLatch(cfg.servo.estop_latch_file), log)
