@@ -11,6 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import av
 import pytest
 
 from workers.evaluate import Contender, wilson
@@ -57,12 +58,23 @@ def test_evaluation_through_the_stack_expert_succeeds_hold_fails(tmp_path: Path)
             "--seed=1000",
             "--contenders=[expert,hold]",
             "--episode_s=8",
+            "--video=1",
             f"--out={out}",
             f"--logs={tmp_path / 'logs'}",
         ],
         timeout=400,
     )
     report = json.loads(out.read_text())
+    # --video=1: each contender's first episode filmed, readable, as long as the episode
+    for name, seconds in (("expert", None), ("hold", 8.0)):
+        first, second = report["contenders"][name]["episodes"]
+        assert "video" not in second
+        video = Path(first["video"])
+        assert video == tmp_path / "eval_videos" / f"{name}_seed1000.mp4"
+        with av.open(str(video)) as container:
+            frames = sum(1 for _ in container.decode(video=0))
+        length = (seconds or first["time_s"]) + 1.0  # + the verdict held for 1 s
+        assert abs(frames / 30 - length) < 1.0, (name, frames, first)
     expert, hold = report["contenders"]["expert"], report["contenders"]["hold"]
     assert (expert["successes"], expert["n"]) == (2, 2), expert
     assert (hold["successes"], hold["n"]) == (0, 2), hold
@@ -75,7 +87,7 @@ def test_evaluation_through_the_stack_expert_succeeds_hold_fails(tmp_path: Path)
     # A failure says where the cube was left (on the table, never lifted).
     assert all(
         e["reason"].startswith("stopped by control before success; red at (")
-        and e["reason"].endswith(", 0.015) m")
+        and ", 0.015) m" in e["reason"]
         for e in hold["episodes"]
     ), hold["episodes"]
     assert 0 < expert["time_to_success_s"] < 8 and expert["latency_p50_ms"] > 0

@@ -2,7 +2,7 @@
 
     uv run python -m workers.evaluate --task=lift --episodes=50 [--checkpoint=PATH]
         [--seed=1000] [--contenders='[checkpoint,expert,hold,checkpoint/sync]']
-        [--episode_s=0] [--device=cpu] [--out=outputs/eval/lift.json]
+        [--episode_s=0] [--device=cpu] [--out=outputs/eval/lift.json] [--video=0]
 
 Each contender runs on the real stack (hub, simulator, a policy worker, the control loop: one
 process each, on a private bus; workers.launch) over the same seeds, so comparisons are
@@ -13,7 +13,8 @@ them with another control schedule (`/sync`, `/ahead`) or chunk join (`/inpaint`
 `/latest`, `/weighted`, `/average`; default: control's auto, inpaint for diffusion). A line
 per episode; a table at the end with each success rate and its 95 % Wilson interval, time to
 success, holds, stall time and policy latency; the whole record (every episode's outcome and
-reason) as JSON in --out.
+reason) as JSON in --out. `--video=N` films each contender's first N episodes (the task's
+cameras side by side, workers/episode_video.py) into MP4s beside --out.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from pathlib import Path
 import numpy as np
 
 from bus import Subscriber, topics
+from workers.episode_video import EpisodeVideos
 from workers.launch import REPO, Launch, LaunchError
 from workers.lifecycle import exit_bad_config, parse_or_exit
 from workers.tasks import checkpoint_camera_sizes, get_task
@@ -52,6 +54,11 @@ class EvaluateConfig:
     device: str = "cpu"
     out: str = ""
     logs: str = "logs/evaluate"
+    # Film each contender's first N episodes: <out without .json>_videos/<contender>_seed<S>.mp4
+    video: int = 0
+
+    def out_path(self) -> Path:
+        return Path(self.out or REPO / "outputs" / "eval" / f"{self.task}.json")
 
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -136,6 +143,13 @@ def run_contender(
     launch.wait_for("sim", "ready: sim")
     start_policy(launch, contender, cfg, checkpoint)
     sub = Subscriber(launch.bus, [topics.event("sim"), topics.event("episode")], mode="every")
+    videos = None
+    if cfg.video > 0:
+        out = cfg.out_path()
+        folder = out.with_name(out.stem + "_videos")
+        cameras = get_task(cfg.task).cameras
+        videos = EpisodeVideos(launch.bus, folder, cameras, cfg.video, contender.name)
+        videos.start()
     try:
         control = launch.start(
             "control",
@@ -195,6 +209,12 @@ def run_contender(
         sub.close()
         for name in ("control", "policy", "sim"):
             launch.stop(name)
+        if videos is not None:
+            videos.close()
+            for episode, path in videos.written.items():
+                episodes.setdefault(episode, {})["video"] = str(path)
+            if videos.error is not None:
+                print(f"{contender.name}: filming stopped: {videos.error!r}", flush=True)
 
 
 def counted(episodes: dict[int, dict]) -> list[dict]:
@@ -337,7 +357,7 @@ def main() -> None:
     print_table(report)
     if report["interrupted"]:
         print("interrupted: the episodes that finished are in the table and the file")
-    out = Path(cfg.out or REPO / "outputs" / "eval" / f"{cfg.task}.json")
+    out = cfg.out_path()
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")
     print(f"written: {out} (process logs in {cfg.logs}/)")

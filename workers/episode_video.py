@@ -1,0 +1,137 @@
+"""Videos of evaluated episodes: the task's cameras side by side, the verdict written on the end.
+
+    videos = EpisodeVideos(bus, folder, ("front", "wrist"), first=2, label="checkpoint")
+    videos.start()       # its own thread and subscriber: nothing it does delays the evaluation
+    ...
+    videos.close()       # videos.written: {episode: path of its MP4}
+
+The simulator's start event opens an episode's film (only the first `first` episodes: frames
+are kept in memory until the end, ~40 kB a frame at 96x128), its outcome event closes and
+writes it. H.264 through PyAV, the encoder the recorder uses, so browsers and the README play
+it. Camera frames it cannot keep up with are dropped by its own subscriber, never the
+evaluation's events.
+"""
+
+from __future__ import annotations
+
+import threading
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from bus import BusConfig, Message, Subscriber, topics
+
+VERDICT_S = 1.0  # the last frame, held this long with the verdict written on it
+WHITE = (255, 255, 255)
+
+
+class EpisodeVideos(threading.Thread):
+    def __init__(
+        self,
+        bus: BusConfig,
+        folder: Path,
+        cameras: tuple[str, ...],
+        first: int,
+        label: str,
+        fps: int = 30,
+        scale: int = 3,
+    ):
+        super().__init__(name="episode-videos", daemon=True)
+        self.bus, self.folder, self.first, self.label = bus, folder, first, label
+        self.fps, self.scale = fps, scale
+        self.topics = [topics.camera(c) for c in cameras]
+        self.stop = threading.Event()
+        self.written: dict[int, Path] = {}
+        self.error: Exception | None = None
+        self.episode: int | None = None
+        self.seed: int | None = None
+        self.verdict = ""
+        self.latest: dict[str, np.ndarray] = {}
+        self.frames: list[np.ndarray] = []
+
+    def run(self) -> None:
+        sub = Subscriber(self.bus, [topics.event("sim"), *self.topics], mode="every")
+        try:
+            while True:  # after a stop, until what is queued is read (the last outcome)
+                msg = sub.recv(0.2)
+                if msg is not None:
+                    self.on_message(msg)
+                elif self.stop.is_set():
+                    break
+        except Exception as exc:  # a video is not worth an evaluation: the caller says so
+            self.error = exc
+        finally:
+            sub.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.join(timeout=30)
+
+    def on_message(self, msg: Message) -> None:
+        if msg.topic == topics.event("sim"):
+            phase, episode = msg.data.get("phase"), msg.data.get("episode")
+            if phase == "start" and isinstance(episode, int) and episode < self.first:
+                self.episode, self.seed, self.verdict = episode, msg.data.get("seed"), ""
+                self.latest, self.frames = {}, []
+            elif phase == "outcome" and episode == self.episode:
+                self.verdict = "SUCCESS" if msg.data.get("success") else "FAILURE"
+                if (path := self._write()) is not None:
+                    self.written[episode] = path
+            return
+        if self.episode is None or msg.topic not in self.topics:
+            return
+        image = msg.arrays.get("image")
+        if image is None or image.ndim != 3 or image.shape[2] != 3:
+            return
+        self.latest[msg.topic] = image
+        # One video frame per frame of the first camera, once every camera has sent one.
+        if msg.topic == self.topics[0] and len(self.latest) == len(self.topics):
+            self.frames.append(self._tile())
+
+    def _write(self) -> Path | None:
+        frames, self.frames, self.episode = self.frames, [], None
+        if not frames:  # no camera frame came in time: nothing to film
+            return None
+        last = frames[-1].copy()
+        at = (8, last.shape[0] - 12)
+        cv2.putText(last, self.verdict, at, cv2.FONT_HERSHEY_SIMPLEX, 1.0, WHITE, 2, cv2.LINE_AA)
+        frames += [last] * int(VERDICT_S * self.fps)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{self.label.replace('/', '-')}_seed{self.seed}.mp4"
+        write_mp4(path, frames, self.fps)
+        return path
+
+    def _tile(self) -> np.ndarray:
+        height = self.latest[self.topics[0]].shape[0]
+        parts = []
+        for topic in self.topics:
+            image = self.latest[topic]
+            if image.shape[0] != height:
+                width = round(image.shape[1] * height / image.shape[0])
+                image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
+            parts.append(image)
+        tile = np.hstack(parts)
+        tile = cv2.resize(tile, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_LINEAR)
+        # H.264 with yuv420p wants even sides.
+        tile = tile[: tile.shape[0] // 2 * 2, : tile.shape[1] // 2 * 2]
+        text = f"{self.label}  seed {self.seed}  {len(self.frames) / self.fps:4.1f} s"
+        cv2.putText(tile, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
+        return tile
+
+
+def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
+    """RGB frames of one size into an H.264 MP4."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("h264", fps, options={"crf": "28", "preset": "veryfast"})
+        stream.pix_fmt = "yuv420p"
+        stream.height, stream.width = frames[0].shape[:2]
+        stream.time_base = Fraction(1, fps)
+        for i, image in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts = i
+            frame.time_base = Fraction(1, fps)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
