@@ -595,6 +595,31 @@ def test_a_full_backlog_cuts_the_episode_and_refuses_new_ones_until_it_drains() 
     background.close(10)
 
 
+def test_with_sources_set_actions_from_another_process_are_counted_not_recorded() -> None:
+    import logging
+
+    from drivers.recording import BackgroundWriter, EpisodeRecorder
+    from workers.recorder import RecorderConfig, build_spec, settings
+
+    cfg = RecorderConfig(task="lift", sources=["control"])
+    background = BackgroundWriter(HeldWriter(), max_bytes=10_000_000)
+    warned: list[str] = []
+    rec = EpisodeRecorder(
+        settings(cfg),
+        build_spec(cfg),
+        background,
+        Events(),
+        logging.getLogger("test"),
+        warn=lambda _key, text: warned.append(text),
+    )
+    goal = np.zeros(6, np.float32)
+    rec.on_sample("action/arm", 1.0, goal, "control")
+    rec.on_sample("action/arm", 1.0, goal, "teleop")  # a second controller on the same arm
+    assert rec.received["action/arm"] == 1 and rec.rejected == 1
+    assert warned == ["action/arm from 'teleop', not one of --sources; not recorded"]
+    background.close(10)
+
+
 def test_lerobot_still_has_what_the_recorder_relies_on() -> None:
     """The recorder subclasses lerobot internals and sets private flags (all of it in
     drivers/recording/lerobot_compat.py): a lerobot upgrade that moves any of them fails here,

@@ -70,7 +70,7 @@ class RecorderConfig:
     max_latency: float = 1.0
     # Where a frame's window ends, in frames after its nominal time (0.5 = centred).
     slack: float = 0.5
-    # Episode markers accepted only from these sources (empty = any).
+    # Episode markers and actions accepted only from these processes (empty = any).
     sources: list[str] = field(default_factory=list)
     # Episodes shorter than this are not saved.
     min_frames: int = 2

@@ -32,7 +32,9 @@ class RecorderSettings:
     record_actions: bool = True  # action/<arm> samples are recorded (else: the next state)
     max_latency: float = 1.0  # seconds a frame waits for a lagging stream
     slack: float = 0.5  # where a frame's window ends, in frames after its nominal time
-    sources: tuple[str, ...] = ()  # episode markers accepted only from these (empty = any)
+    # Episode markers and action samples accepted only from these processes (empty = any):
+    # a second controller's actions must not interleave with the recorded one's.
+    sources: tuple[str, ...] = ()
     default_task: str = ""  # the task text when a marker names none
     task_texts: dict[str, str] = field(default_factory=dict)  # task name -> its text
     max_backlog_mb: float = 1024.0  # for the log line when the backlog is full
@@ -90,8 +92,12 @@ class EpisodeRecorder:
 
     def on_sample(self, stream: str, t: float, value: np.ndarray, src: str = "?") -> None:
         """One sample of a stream, at `t`: capture time (camera, state) or execution time
-        (action). Streams not recorded are ignored; a wrong shape is counted and warned of."""
+        (action). Streams not recorded are ignored; a wrong shape, or an action from a process
+        not in `sources`, is counted and warned of."""
         if stream not in self.received:
+            return
+        if self.settings.sources and stream in self.actions and src not in self.settings.sources:
+            self._reject(stream, f"{stream} from {src!r}, not one of --sources; not recorded")
             return
         if stream in self.cameras:
             shape = self.shapes.setdefault(stream, value.shape)
