@@ -97,7 +97,7 @@ class EpisodeVideos(threading.Thread):
             return None
         last = frames[-1].copy()
         at = (8, last.shape[0] - 12)
-        cv2.putText(last, self.verdict, at, cv2.FONT_HERSHEY_SIMPLEX, 1.0, WHITE, 2, cv2.LINE_AA)
+        _text(last, self.verdict, at, 1.0)
         frames += [last] * int(VERDICT_S * self.fps)
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{self.label.replace('/', '-')}_seed{self.seed}.mp4"
@@ -118,8 +118,15 @@ class EpisodeVideos(threading.Thread):
         # H.264 with yuv420p wants even sides.
         tile = tile[: tile.shape[0] // 2 * 2, : tile.shape[1] // 2 * 2]
         text = f"{self.label}  seed {self.seed}  {len(self.frames) / self.fps:4.1f} s"
-        cv2.putText(tile, text, (8, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.6, WHITE, 1, cv2.LINE_AA)
+        _text(tile, text, (8, 22), 0.6)
         return tile
+
+
+def _text(image: np.ndarray, text: str, at: tuple[int, int], scale: float) -> None:
+    """White with a black outline: readable on the yellow arm and the light table alike."""
+    thick = max(1, round(scale * 2))
+    for colour, width in (((0, 0, 0), thick + 2), (WHITE, thick)):
+        cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, width, cv2.LINE_AA)
 
 
 def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
