@@ -20,6 +20,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -144,14 +145,11 @@ def main() -> None:
         ]
     print("+", " ".join(cmd), flush=True)
     t0 = time.time()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    subprocess.run(cmd, check=True, env=env, cwd=REPO)
-    src = out / "checkpoints" / "last" / "pretrained_model"
-    dst = REPO / "checkpoints" / name / "checkpoint-best"
-    if dst.exists():
-        shutil.rmtree(dst)
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(src.resolve(), dst)
+    finished = run_training(cmd)
+    reached = saved_step(out)
+    if not finished and reached is None:
+        raise SystemExit("train_policy: stopped before the first checkpoint: nothing to keep")
+    dst = keep_checkpoint(out, name)
     record = dst.parent / "TRAINING.json"
     command = "uv run python scripts/train_policy.py " + " ".join(sys.argv[1:])
     wall = round(time.time() - t0)
@@ -159,27 +157,69 @@ def main() -> None:
         earlier = json.loads(record.read_text())
         wall += earlier.get("wall_time_s", 0)
         command = f"{earlier.get('command', '?')} && {command}"
-    record.write_text(
-        json.dumps(
-            {
-                "task": args.task,
-                "dataset": str(
-                    dataset.relative_to(REPO) if dataset.is_relative_to(REPO) else dataset
-                ),
-                "episodes": len(train_eps),
-                "steps": args.steps,
-                "batch_size": args.batch_size,
-                "device": args.device,
-                "image_size": args.image_size,
-                "held_out_episodes": held_out,
-                "wall_time_s": wall,
-                "command": command,
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"checkpoint in {dst} after {time.time() - t0:.0f} s")
+    summary = {
+        "task": args.task,
+        "dataset": str(dataset.relative_to(REPO) if dataset.is_relative_to(REPO) else dataset),
+        "episodes": len(train_eps),
+        "steps": reached if reached is not None else args.steps,
+        "batch_size": args.batch_size,
+        "device": args.device,
+        "image_size": args.image_size,
+        "held_out_episodes": held_out,
+        "wall_time_s": wall,
+        "command": command,
+    }
+    if not finished:  # what was kept, and the schedule it was cut from
+        summary["stopped_at_step"] = reached
+        summary["steps_planned"] = args.steps
+    record.write_text(json.dumps(summary, indent=2) + "\n")
+    how = "after" if finished else f"stopped at step {reached} of {args.steps}, kept; after"
+    print(f"checkpoint in {dst} {how} {time.time() - t0:.0f} s")
+
+
+def run_training(cmd: list[str]) -> bool:
+    """lerobot-train, offline. True when it ran to the end; False when stopped (Ctrl-C,
+    SIGTERM): it is then stopped too, and what it saved (a checkpoint every 500 steps) stays."""
+
+    def on_term(_signum: int, _frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    child = subprocess.Popen(cmd, env=env, cwd=REPO)
+    try:
+        code = child.wait()
+    except KeyboardInterrupt:
+        print("train_policy: stopping lerobot-train; keeping its last saved checkpoint", flush=True)
+        # lerobot moves its `last` link only after a whole save: a save cut short leaves it on
+        # the checkpoint before.
+        child.send_signal(signal.SIGINT)
+        try:
+            child.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            child.kill()
+            child.wait()
+        return False
+    if code != 0:
+        raise SystemExit(f"train_policy: lerobot-train failed (exit {code})")
+    return True
+
+
+def saved_step(out: Path) -> int | None:
+    """The step of the last checkpoint lerobot-train saved in `out`, if any."""
+    step_file = out / "checkpoints" / "last" / "training_state" / "training_step.json"
+    return json.loads(step_file.read_text())["step"] if step_file.is_file() else None
+
+
+def keep_checkpoint(out: Path, name: str) -> Path:
+    """Copy the run's last checkpoint to checkpoints/<name>/checkpoint-best."""
+    src = out / "checkpoints" / "last" / "pretrained_model"
+    dst = REPO / "checkpoints" / name / "checkpoint-best"
+    if dst.exists():
+        shutil.rmtree(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(src.resolve(), dst)
+    return dst
 
 
 if __name__ == "__main__":

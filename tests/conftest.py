@@ -161,7 +161,7 @@ def hub(bus_cfg: BusConfig, procs: Callable[..., Proc]) -> Proc:
 
 # -- markers: `pytest -m unit` is the fast loop (no process started), `-m e2e` the rest ------
 PROCESS_FIXTURES = {"procs", "hub", "stack"}
-SPAWNS = ("subprocess", "Popen", "run([")
+SPAWNS = ("subprocess", "Popen", "run([", "sys.executable")
 
 
 def _starts_processes(item: pytest.Item) -> bool:

@@ -1,0 +1,68 @@
+"""scripts/train_policy.py around lerobot-train: a stopped run keeps what it saved."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from scripts import train_policy
+
+
+@pytest.fixture
+def restore_sigterm():
+    saved = signal.getsignal(signal.SIGTERM)
+    yield
+    signal.signal(signal.SIGTERM, saved)
+
+
+def test_sigterm_stops_the_training_child_and_says_so(restore_sigterm, tmp_path: Path) -> None:
+    ready, stopped = tmp_path / "child-ready", tmp_path / "child-stopped"
+    child = (
+        "import signal, sys, time\n"
+        "def stop(*_):\n"
+        f"    open({str(stopped)!r}, 'w').close(); sys.exit(1)\n"
+        "signal.signal(signal.SIGINT, stop)\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "time.sleep(120)\n"
+    )
+
+    def terminate_once_training() -> None:  # as `kill` or supervisord would
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_once_training, daemon=True).start()
+    finished = train_policy.run_training([sys.executable, "-c", child])
+    assert finished is False
+    assert stopped.exists()  # the child got SIGINT and ended (not left running)
+
+
+def test_a_failing_training_is_an_error(restore_sigterm) -> None:
+    with pytest.raises(SystemExit, match="lerobot-train failed \\(exit 3\\)"):
+        train_policy.run_training([sys.executable, "-c", "raise SystemExit(3)"])
+
+
+def test_the_last_saved_checkpoint_is_what_is_kept(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "run"
+    assert train_policy.saved_step(out) is None  # nothing saved yet: nothing to keep
+    for step in (500, 1000):
+        d = out / "checkpoints" / f"{step:06d}"
+        (d / "pretrained_model").mkdir(parents=True)
+        (d / "pretrained_model" / "model.safetensors").write_text(f"weights {step}")
+        (d / "training_state").mkdir()
+        (d / "training_state" / "training_step.json").write_text(json.dumps({"step": step}))
+    (out / "checkpoints" / "last").symlink_to("001000")
+    assert train_policy.saved_step(out) == 1000
+    monkeypatch.setattr(train_policy, "REPO", tmp_path)
+    kept = train_policy.keep_checkpoint(out, "stack_sim")
+    assert kept == tmp_path / "checkpoints" / "stack_sim" / "checkpoint-best"
+    assert (kept / "model.safetensors").read_text() == "weights 1000"
+    assert not (kept / "model.safetensors").is_symlink()
