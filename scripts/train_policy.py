@@ -11,7 +11,9 @@ data) it trains on all episodes but the held-out ones scripts/eval_policy.py sco
 recording with `meta/so101_demos.json` (scripts/record_demos.py) on the successful episodes
 only (the simulator's evaluation is closed loop: nothing to hold out). The result is copied to
 checkpoints/<name>/checkpoint-best (default name <task>_real; config, weights, processors:
-what lerobot writes). The same command trains on a GPU (`--device cuda`).
+what lerobot writes). The same command trains on a GPU (`--device cuda`). Ctrl-C or SIGTERM
+stops it and keeps the last checkpoint saved (every 500 steps); `--keep` does that for a run
+that ended otherwise (killed, the machine gone): the same arguments, no training.
 """
 
 from __future__ import annotations
@@ -111,6 +113,11 @@ def main() -> None:
         action="store_true",
         help="continue the last run in --out up to --steps (same settings)",
     )
+    parser.add_argument(
+        "--keep",
+        action="store_true",
+        help="no training: keep the last checkpoint a stopped or killed run saved in --out",
+    )
     args = parser.parse_args()
     dataset = (args.dataset or get_task(args.task).dataset).resolve()
     name = args.name or f"{args.task}_real"
@@ -122,9 +129,9 @@ def main() -> None:
     # lerobot-train from this venv, also when run without `uv run` (PATH without .venv/bin).
     train = str(Path(sys.executable).with_name("lerobot-train"))
     last = out / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
-    if args.resume:
+    if args.resume or args.keep:
         if not last.is_file():
-            raise SystemExit(f"train_policy: nothing to resume: no {last}")
+            raise SystemExit(f"train_policy: no checkpoint saved in {out} (no {last})")
         # The checkpoint's own settings, optimizer and step; only the step budget grows.
         cmd = [train, "--resume=true", f"--config_path={last}", f"--steps={args.steps}"]
     else:
@@ -143,9 +150,12 @@ def main() -> None:
                 tuple(args.image_size),
             ),
         ]
-    print("+", " ".join(cmd), flush=True)
     t0 = time.time()
-    finished = run_training(cmd)
+    if args.keep:
+        finished = False
+    else:
+        print("+", " ".join(cmd), flush=True)
+        finished = run_training(cmd)
     reached = saved_step(out)
     if not finished and reached is None:
         raise SystemExit("train_policy: stopped before the first checkpoint: nothing to keep")
@@ -153,7 +163,9 @@ def main() -> None:
     record = dst.parent / "TRAINING.json"
     command = "uv run python scripts/train_policy.py " + " ".join(sys.argv[1:])
     wall = round(time.time() - t0)
-    if args.resume and record.exists():  # the whole run: earlier sessions' time and commands
+    if args.keep:
+        wall = None  # the run ended before this command: its time is not known here
+    elif args.resume and record.exists():  # the whole run: earlier sessions' time and commands
         earlier = json.loads(record.read_text())
         wall += earlier.get("wall_time_s", 0)
         command = f"{earlier.get('command', '?')} && {command}"
