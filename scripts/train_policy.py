@@ -185,8 +185,12 @@ def main() -> None:
         summary["stopped_at_step"] = reached
         summary["steps_planned"] = args.steps
     record.write_text(json.dumps(summary, indent=2) + "\n")
-    how = "after" if finished else f"stopped at step {reached} of {args.steps}, kept; after"
-    print(f"checkpoint in {dst} {how} {time.time() - t0:.0f} s")
+    if args.keep:
+        print(f"checkpoint in {dst}: step {reached} of {args.steps}, kept")
+    elif finished:
+        print(f"checkpoint in {dst} after {time.time() - t0:.0f} s")
+    else:
+        print(f"checkpoint in {dst}: stopped at step {reached} of {args.steps} after {wall} s")
 
 
 def run_training(cmd: list[str]) -> bool:
