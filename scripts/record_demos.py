@@ -9,6 +9,8 @@ episode ends on the simulator's outcome; a line per episode says how it went. Be
 own files, `meta/so101_demos.json` lists every saved episode with its seed and outcome, so
 training can leave out the failures (scripts/train_policy.py does). Training seeds start at
 --seed (0); evaluations use seeds from 1000 (workers.evaluate), scenes never trained on.
+Recording into a folder that has episodes appends to it (with seeds it does not have yet), and
+`scripts/train_policy.py --resume` trains on what was added.
 """
 
 from __future__ import annotations
@@ -117,6 +119,12 @@ def record(
     return _saved(rows)
 
 
+def seeds_recorded(out: Path) -> set[int]:
+    """The scene seeds of the episodes already in a recording (recording again appends)."""
+    demos = out / "meta" / DEMOS_FILE
+    return {r["seed"] for r in json.loads(demos.read_text())} if demos.exists() else set()
+
+
 def _saved(rows: dict[int, dict]) -> list[dict]:
     return sorted(
         (r for r in rows.values() if "dataset_episode" in r), key=lambda r: r["dataset_episode"]
@@ -166,6 +174,12 @@ def main() -> None:
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
     out = (args.out or REPO / "recordings" / "sim" / args.task).resolve()
+    again = seeds_recorded(out) & set(range(args.seed, args.seed + args.episodes))
+    if again:
+        parser.error(
+            f"seeds {min(again)}-{max(again)} are already recorded in {out}: the same scenes "
+            f"twice teach nothing new; append with --seed {max(seeds_recorded(out)) + 1}"
+        )
     t0 = time.time()
     try:
         rows = record(

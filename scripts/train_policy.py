@@ -49,6 +49,22 @@ def training_episodes(dataset: Path) -> tuple[list[int], int]:
     return list(range(episodes(dataset) - HELD_OUT)), HELD_OUT
 
 
+def run_dataset(train_config: Path, asked: Path | None) -> tuple[Path, int | None]:
+    """(dataset, episodes trained on so far) of the run a checkpoint's train_config.json is from.
+
+    A resumed run keeps its dataset: another one would be normalised with the first one's stats.
+    """
+    saved = json.loads(train_config.read_text())["dataset"]
+    root = Path(saved["root"]).resolve()
+    if asked is not None and asked.resolve() != root:
+        raise SystemExit(
+            f"train_policy: the run in {train_config.parents[3]} trains on {root}, not {asked}; "
+            "resume it without --dataset, or start a new run with another --name"
+        )
+    episodes = saved["episodes"]  # None: all of them
+    return root, len(episodes) if episodes is not None else None
+
+
 def lerobot_train_args(
     task: str,
     dataset: Path,
@@ -111,7 +127,8 @@ def main() -> None:
     parser.add_argument(
         "--resume",
         action="store_true",
-        help="continue the last run in --out up to --steps (same settings)",
+        help="continue the last run in --out up to --steps (same settings and dataset, with "
+        "the episodes recorded into it since)",
     )
     parser.add_argument(
         "--keep",
@@ -119,21 +136,34 @@ def main() -> None:
         help="no training: keep the last checkpoint a stopped or killed run saved in --out",
     )
     args = parser.parse_args()
-    dataset = (args.dataset or get_task(args.task).dataset).resolve()
     name = args.name or f"{args.task}_real"
+    out = Path(args.out) / name
+    last = out / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
+    continuing = args.resume or args.keep
+    if continuing:
+        if not last.is_file():
+            raise SystemExit(f"train_policy: no checkpoint saved in {out} (no {last})")
+        dataset, trained_eps = run_dataset(last, args.dataset)
+    else:
+        dataset = (args.dataset or get_task(args.task).dataset).resolve()
     train_eps, held_out = training_episodes(dataset)
     if not train_eps:
         raise SystemExit(f"train_policy: no episodes to train on in {dataset}")
     print(f"training on {len(train_eps)} episodes of {dataset}", flush=True)
-    out = Path(args.out) / name
+    if continuing and trained_eps is not None and len(train_eps) != trained_eps:
+        print(f"  the run so far trained on {trained_eps}: episodes recorded since join it")
     # lerobot-train from this venv, also when run without `uv run` (PATH without .venv/bin).
     train = str(Path(sys.executable).with_name("lerobot-train"))
-    last = out / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
-    if args.resume or args.keep:
-        if not last.is_file():
-            raise SystemExit(f"train_policy: no checkpoint saved in {out} (no {last})")
-        # The checkpoint's own settings, optimizer and step; only the step budget grows.
-        cmd = [train, "--resume=true", f"--config_path={last}", f"--steps={args.steps}"]
+    if continuing:
+        # The checkpoint's own settings, optimizer, step and normalisation stats; the step budget
+        # grows, and demonstrations recorded into the dataset since the run began are trained on.
+        cmd = [
+            train,
+            "--resume=true",
+            f"--config_path={last}",
+            f"--steps={args.steps}",
+            f"--dataset.episodes={json.dumps(train_eps)}",
+        ]
     else:
         if out.exists():
             shutil.rmtree(out)  # lerobot-train refuses an existing output dir without --resume

@@ -100,28 +100,34 @@ def test_recorded_expert_demos_load_with_lerobot(tmp_path: Path) -> None:
     from lerobot.datasets.lerobot_dataset import LeRobotDataset
 
     root = tmp_path / "demos" / "lift"
-    done = run(
-        [
-            "scripts/record_demos.py",
-            "--task",
-            "lift",
-            "--episodes",
-            "2",
-            "--seed",
-            "5",
-            "--out",
-            str(root),
-        ],
-        timeout=400,
-    )
+
+    def record(episodes: int, seed: int) -> subprocess.CompletedProcess:
+        args = ["--task", "lift", "--episodes", str(episodes), "--seed", str(seed)]
+        return subprocess.run(
+            [sys.executable, "scripts/record_demos.py", *args, "--out", str(root)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=400,
+        )
+
+    done = record(2, 5)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2/2 saved" in done.stdout
+    # The same scenes again are refused before anything starts; new seeds append.
+    again = record(2, 6)
+    assert again.returncode == 2 and "seeds 6-6 are already recorded" in again.stderr
+    assert "--seed 7" in again.stderr
+    done = record(1, 7)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     demos = json.loads((root / "meta" / "so101_demos.json").read_text())
     assert [(d["seed"], d["success"], d["dataset_episode"]) for d in demos] == [
         (5, True, 0),
         (6, True, 1),
+        (7, True, 2),
     ]
     dataset = LeRobotDataset("local/lift_demos", root=root)
-    assert dataset.num_episodes == 2
+    assert dataset.num_episodes == 3
     assert tuple(dataset.meta.features["observation.images.front"]["shape"][:2]) == (96, 128)
     item = dataset[len(dataset) - 1]
     assert tuple(item["action"].shape) == (6,) and tuple(item["observation.state"].shape) == (6,)

@@ -66,3 +66,14 @@ def test_the_last_saved_checkpoint_is_what_is_kept(tmp_path: Path, monkeypatch) 
     assert kept == tmp_path / "checkpoints" / "stack_sim" / "checkpoint-best"
     assert (kept / "model.safetensors").read_text() == "weights 1000"
     assert not (kept / "model.safetensors").is_symlink()
+
+
+def test_a_resumed_run_keeps_its_dataset(tmp_path: Path) -> None:
+    root = tmp_path / "recordings" / "lift"
+    config = tmp_path / "run" / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
+    config.parent.mkdir(parents=True)
+    config.write_text(json.dumps({"dataset": {"root": str(root), "episodes": [0, 1, 3]}}))
+    assert train_policy.run_dataset(config, None) == (root.resolve(), 3)
+    assert train_policy.run_dataset(config, root) == (root.resolve(), 3)
+    with pytest.raises(SystemExit, match="trains on .*recordings/lift, not .*other"):
+        train_policy.run_dataset(config, tmp_path / "other")
