@@ -18,15 +18,16 @@ import numpy as np
 from drivers.recording.errors import RecordingError, _describe_os_error, _os_error_in
 from drivers.recording.features import IMAGES_PREFIX, DatasetSpec, feature_differences, time_key
 from drivers.recording.journal import (
-    JOURNAL_DIR,
     META_FILES,
     REPORTS_DIR,
     _check_consistent,
     _files,
     _fsync_dir,
     _fsync_file,
-    _write_atomic,
+    begin_journal,
+    end_journal,
     recover,
+    verify_episode,
 )
 from drivers.recording.lerobot_compat import _dataset_class, _defuse
 from drivers.recording.video import EncoderSettings
@@ -342,7 +343,7 @@ class EpisodeWriter:
         files_before = set() if first else _files(self.root)
         try:
             if not first:
-                self._journal_begin(index, files_before)
+                begin_journal(self.root, index, files_before)
             import datasets
 
             datasets.disable_progress_bars()  # lerobot turns them back on after each save
@@ -354,7 +355,7 @@ class EpisodeWriter:
             report_path = target / REPORTS_DIR / f"episode_{index:06d}.json"
             report_path.parent.mkdir(parents=True, exist_ok=True)
             report_path.write_text(json.dumps(report, indent=1, default=_json_default))
-            self._verify(target, index, frames, files_before)
+            verify_episode(target, self.spec, index, frames, files_before)
             for rel in sorted(_files(target) - files_before) + list(META_FILES):
                 if (target / rel).is_file():
                     _fsync_file(target / rel)
@@ -364,7 +365,7 @@ class EpisodeWriter:
                 os.replace(self.staging, self.root)  # the commit of a new dataset
                 _fsync_dir(self.root.parent)
             else:
-                self._journal_end()  # the commit of an appended episode
+                end_journal(self.root)  # the commit of an appended episode
         except BaseException as exc:
             err = self._abort_with(exc, f"episode {index}")
             if isinstance(exc, Exception):
@@ -431,79 +432,6 @@ class EpisodeWriter:
     def _fail(self, err: RecordingError) -> RecordingError:
         self.failed = err
         return err
-
-    # -------------------------------------------------------------- commit
-
-    def _journal_begin(self, index: int, files: set[str]) -> None:
-        jdir = self.root / JOURNAL_DIR
-        if jdir.exists():
-            shutil.rmtree(jdir)
-        snap = jdir / "snapshot"
-        snap.mkdir(parents=True)
-        saved = []
-        for rel in META_FILES:
-            src = self.root / rel
-            if src.is_file():
-                shutil.copy2(src, snap / src.name)
-                _fsync_file(snap / src.name)
-                saved.append(rel)
-        _fsync_dir(snap)
-        entry = {
-            "episode_index": index,
-            "snapshot": saved,
-            "files": sorted(files),
-            "pid": os.getpid(),
-            "time": time.time(),
-        }
-        _write_atomic(jdir / "journal.json", json.dumps(entry))
-
-    def _journal_end(self) -> None:
-        jdir = self.root / JOURNAL_DIR
-        (jdir / "journal.json").unlink()
-        _fsync_dir(jdir)
-        shutil.rmtree(jdir, ignore_errors=True)
-
-    def _verify(self, root: Path, index: int, frames: int, before: set[str]) -> None:
-        """Read back what lerobot wrote for this episode before it counts as saved."""
-        import pyarrow.parquet as pq
-
-        info = json.loads((root / "meta" / "info.json").read_text())
-        if info["total_episodes"] != index + 1:
-            raise RecordingError(
-                f"info.json lists {info['total_episodes']} episodes after saving episode {index}",
-                "corrupt",
-            )
-        new = sorted(_files(root) - before)
-        ep_files = [f for f in new if f.startswith("meta/episodes/")]
-        data_files = [f for f in new if f.startswith("data/")]
-        if len(ep_files) != 1 or len(data_files) != 1:
-            raise RecordingError(
-                f"episode {index} wrote {ep_files} and {data_files}, expected "
-                "one index file and one data file",
-                "corrupt",
-            )
-        rows = pq.read_table(root / ep_files[0]).to_pylist()
-        if len(rows) != 1 or rows[0]["episode_index"] != index or rows[0]["length"] != frames:
-            raise RecordingError(
-                f"{ep_files[0]} does not describe episode {index} ({frames} frames)", "corrupt"
-            )
-        if pq.read_metadata(root / data_files[0]).num_rows != frames:
-            raise RecordingError(f"{data_files[0]} does not hold {frames} frames", "corrupt")
-        row = rows[0]
-        for cam in self.spec.cameras:
-            key = f"videos/{IMAGES_PREFIX}{cam}"
-            span = (row[f"{key}/to_timestamp"] - row[f"{key}/from_timestamp"]) * self.spec.fps
-            path = root / info["video_path"].format(
-                video_key=IMAGES_PREFIX + cam,
-                chunk_index=row[f"{key}/chunk_index"],
-                file_index=row[f"{key}/file_index"],
-            )
-            if not path.is_file() or abs(span - frames) > 0.5:
-                raise RecordingError(
-                    f"video of {cam} for episode {index} holds {span:.1f} "
-                    f"frames, expected {frames}",
-                    "corrupt",
-                )
 
     def close(self) -> None:
         self._drop_prepared()

@@ -7,9 +7,11 @@ import json
 import logging
 import os
 import shutil
+import time
 from pathlib import Path
 
 from drivers.recording.errors import RecordingError
+from drivers.recording.features import IMAGES_PREFIX, DatasetSpec
 
 log = logging.getLogger(__name__)
 
@@ -149,3 +151,81 @@ def _parquet_rows(folder: Path) -> int:
                 "corrupt",
             ) from exc
     return rows
+
+
+def begin_journal(root: Path, index: int, files: set[str]) -> None:
+    """Before lerobot appends episode `index`: snapshot the metadata it rewrites and list the
+    files that exist, so that `recover` can undo a save cut short."""
+    jdir = root / JOURNAL_DIR
+    if jdir.exists():
+        shutil.rmtree(jdir)
+    snap = jdir / "snapshot"
+    snap.mkdir(parents=True)
+    saved = []
+    for rel in META_FILES:
+        src = root / rel
+        if src.is_file():
+            shutil.copy2(src, snap / src.name)
+            _fsync_file(snap / src.name)
+            saved.append(rel)
+    _fsync_dir(snap)
+    entry = {
+        "episode_index": index,
+        "snapshot": saved,
+        "files": sorted(files),
+        "pid": os.getpid(),
+        "time": time.time(),
+    }
+    _write_atomic(jdir / "journal.json", json.dumps(entry))
+
+
+def end_journal(root: Path) -> None:
+    """The commit of an appended episode: without its journal, the episode stays."""
+    jdir = root / JOURNAL_DIR
+    (jdir / "journal.json").unlink()
+    _fsync_dir(jdir)
+    shutil.rmtree(jdir, ignore_errors=True)
+
+
+def verify_episode(
+    root: Path, spec: DatasetSpec, index: int, frames: int, before: set[str]
+) -> None:
+    """Read back what lerobot wrote for this episode before it counts as saved."""
+    import pyarrow.parquet as pq
+
+    info = json.loads((root / "meta" / "info.json").read_text())
+    if info["total_episodes"] != index + 1:
+        raise RecordingError(
+            f"info.json lists {info['total_episodes']} episodes after saving episode {index}",
+            "corrupt",
+        )
+    new = sorted(_files(root) - before)
+    ep_files = [f for f in new if f.startswith("meta/episodes/")]
+    data_files = [f for f in new if f.startswith("data/")]
+    if len(ep_files) != 1 or len(data_files) != 1:
+        raise RecordingError(
+            f"episode {index} wrote {ep_files} and {data_files}, expected "
+            "one index file and one data file",
+            "corrupt",
+        )
+    rows = pq.read_table(root / ep_files[0]).to_pylist()
+    if len(rows) != 1 or rows[0]["episode_index"] != index or rows[0]["length"] != frames:
+        raise RecordingError(
+            f"{ep_files[0]} does not describe episode {index} ({frames} frames)", "corrupt"
+        )
+    if pq.read_metadata(root / data_files[0]).num_rows != frames:
+        raise RecordingError(f"{data_files[0]} does not hold {frames} frames", "corrupt")
+    row = rows[0]
+    for cam in spec.cameras:
+        key = f"videos/{IMAGES_PREFIX}{cam}"
+        span = (row[f"{key}/to_timestamp"] - row[f"{key}/from_timestamp"]) * spec.fps
+        path = root / info["video_path"].format(
+            video_key=IMAGES_PREFIX + cam,
+            chunk_index=row[f"{key}/chunk_index"],
+            file_index=row[f"{key}/file_index"],
+        )
+        if not path.is_file() or abs(span - frames) > 0.5:
+            raise RecordingError(
+                f"video of {cam} for episode {index} holds {span:.1f} frames, expected {frames}",
+                "corrupt",
+            )
