@@ -138,8 +138,8 @@ def test_recorded_expert_demos_load_with_lerobot(tmp_path: Path) -> None:
 @pytest.mark.timeout(1000)
 def test_the_shipped_sim_checkpoint_beats_holding_still(tmp_path: Path) -> None:
     """Served as deployed, it lifts the cube where holding still never does. It succeeds in
-    about two thirds of the episodes (docs/closed_loop.md), so 5 episodes all failing would
-    happen about once in 200 runs."""
+    about four episodes in five (42 of 50, docs/closed_loop.md), so 5 episodes all failing
+    would happen about once in 10,000 runs."""
     assert checkpoint_camera_sizes(SIM_CHECKPOINT) == {"front": (96, 128)}
     out = tmp_path / "eval.json"
     run(
