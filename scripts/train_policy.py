@@ -65,6 +65,19 @@ def run_dataset(train_config: Path, asked: Path | None) -> tuple[Path, int | Non
     return root, len(episodes) if episodes is not None else None
 
 
+def run_settings(train_config: Path | None, args: argparse.Namespace) -> dict:
+    """Batch, device and image size the run trains with: a resumed or kept run's own, whatever
+    the command line says (lerobot-train resumes with the checkpoint's settings)."""
+    if train_config is None:
+        return {"batch_size": args.batch_size, "device": args.device, "image_size": args.image_size}
+    saved = json.loads(train_config.read_text())
+    return {
+        "batch_size": saved["batch_size"],
+        "device": saved["policy"]["device"],
+        "image_size": saved["policy"]["resize_shape"],
+    }
+
+
 def lerobot_train_args(
     task: str,
     dataset: Path,
@@ -204,9 +217,7 @@ def main() -> None:
         "dataset": str(dataset.relative_to(REPO) if dataset.is_relative_to(REPO) else dataset),
         "episodes": len(train_eps),
         "steps": reached if reached is not None else args.steps,
-        "batch_size": args.batch_size,
-        "device": args.device,
-        "image_size": args.image_size,
+        **run_settings(last if continuing else None, args),
         "held_out_episodes": held_out,
         "wall_time_s": wall,
         "command": command,

@@ -77,3 +77,19 @@ def test_a_resumed_run_keeps_its_dataset(tmp_path: Path) -> None:
     assert train_policy.run_dataset(config, root) == (root.resolve(), 3)
     with pytest.raises(SystemExit, match="trains on .*recordings/lift, not .*other"):
         train_policy.run_dataset(config, tmp_path / "other")
+
+
+def test_a_resumed_run_records_its_own_settings(tmp_path: Path) -> None:
+    import argparse
+
+    config = tmp_path / "train_config.json"
+    config.write_text(
+        json.dumps({"batch_size": 8, "policy": {"device": "cuda", "resize_shape": [48, 64]}})
+    )
+    asked = argparse.Namespace(batch_size=16, device="cpu", image_size=[96, 128])
+    assert train_policy.run_settings(config, asked) == {
+        "batch_size": 8,
+        "device": "cuda",
+        "image_size": [48, 64],
+    }
+    assert train_policy.run_settings(None, asked)["image_size"] == [96, 128]
