@@ -174,11 +174,12 @@ def main() -> None:
     if args.episodes < 1:
         parser.error("--episodes must be >= 1")
     out = (args.out or REPO / "recordings" / "sim" / args.task).resolve()
-    again = seeds_recorded(out) & set(range(args.seed, args.seed + args.episodes))
+    recorded = seeds_recorded(out)
+    again = recorded & set(range(args.seed, args.seed + args.episodes))
     if again:
         parser.error(
             f"seeds {min(again)}-{max(again)} are already recorded in {out}: the same scenes "
-            f"twice teach nothing new; append with --seed {max(seeds_recorded(out)) + 1}"
+            f"twice teach nothing new; append with --seed {max(recorded) + 1}"
         )
     t0 = time.time()
     try:

@@ -49,28 +49,26 @@ def training_episodes(dataset: Path) -> tuple[list[int], int]:
     return list(range(episodes(dataset) - HELD_OUT)), HELD_OUT
 
 
-def run_dataset(train_config: Path, asked: Path | None) -> tuple[Path, int | None]:
-    """(dataset, episodes trained on so far) of the run a checkpoint's train_config.json is from.
+def run_dataset(saved: dict, asked: Path | None, out: Path) -> tuple[Path, int | None]:
+    """(dataset, episodes trained on so far) of the run in `out`, from its train_config.json.
 
     A resumed run keeps its dataset: another one would be normalised with the first one's stats.
     """
-    saved = json.loads(train_config.read_text())["dataset"]
-    root = Path(saved["root"]).resolve()
+    root = Path(saved["dataset"]["root"]).resolve()
     if asked is not None and asked.resolve() != root:
         raise SystemExit(
-            f"train_policy: the run in {train_config.parents[3]} trains on {root}, not {asked}; "
+            f"train_policy: the run in {out} trains on {root}, not {asked}; "
             "resume it without --dataset, or start a new run with another --name"
         )
-    episodes = saved["episodes"]  # None: all of them
+    episodes = saved["dataset"]["episodes"]  # None: all of them
     return root, len(episodes) if episodes is not None else None
 
 
-def run_settings(train_config: Path | None, args: argparse.Namespace) -> dict:
-    """Batch, device and image size the run trains with: a resumed or kept run's own, whatever
-    the command line says (lerobot-train resumes with the checkpoint's settings)."""
-    if train_config is None:
+def run_settings(saved: dict | None, args: argparse.Namespace) -> dict:
+    """Batch, device and image size the run trains with: a resumed or kept run's own (its
+    train_config.json), whatever the command line says (lerobot-train resumes with those)."""
+    if saved is None:
         return {"batch_size": args.batch_size, "device": args.device, "image_size": args.image_size}
-    saved = json.loads(train_config.read_text())
     return {
         "batch_size": saved["batch_size"],
         "device": saved["policy"]["device"],
@@ -156,7 +154,8 @@ def main() -> None:
     if continuing:
         if not last.is_file():
             raise SystemExit(f"train_policy: no checkpoint saved in {out} (no {last})")
-        dataset, trained_eps = run_dataset(last, args.dataset)
+        saved = json.loads(last.read_text())
+        dataset, trained_eps = run_dataset(saved, args.dataset, out)
     else:
         dataset = (args.dataset or get_task(args.task).dataset).resolve()
     train_eps, held_out = training_episodes(dataset)
@@ -217,7 +216,7 @@ def main() -> None:
         "dataset": str(dataset.relative_to(REPO) if dataset.is_relative_to(REPO) else dataset),
         "episodes": len(train_eps),
         "steps": reached if reached is not None else args.steps,
-        **run_settings(last if continuing else None, args),
+        **run_settings(saved if continuing else None, args),
         "held_out_episodes": held_out,
         "wall_time_s": wall,
         "command": command,

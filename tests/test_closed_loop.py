@@ -22,11 +22,12 @@ from conftest import REPO
 SIM_CHECKPOINT = REPO / "checkpoints" / "lift_sim" / "checkpoint-best"
 
 
-def run(args: list[str], timeout: float) -> subprocess.CompletedProcess:
+def run(args: list[str], timeout: float, check: bool = True) -> subprocess.CompletedProcess:
     done = subprocess.run(
         [sys.executable, *args], cwd=REPO, capture_output=True, text=True, timeout=timeout
     )
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    if check:
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
 
@@ -101,25 +102,17 @@ def test_recorded_expert_demos_load_with_lerobot(tmp_path: Path) -> None:
 
     root = tmp_path / "demos" / "lift"
 
-    def record(episodes: int, seed: int) -> subprocess.CompletedProcess:
+    def record(episodes: int, seed: int, check: bool = True) -> subprocess.CompletedProcess:
         args = ["--task", "lift", "--episodes", str(episodes), "--seed", str(seed)]
-        return subprocess.run(
-            [sys.executable, "scripts/record_demos.py", *args, "--out", str(root)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=400,
-        )
+        return run(["scripts/record_demos.py", *args, "--out", str(root)], 400, check)
 
     done = record(2, 5)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert "2/2 saved" in done.stdout
     # The same scenes again are refused before anything starts; new seeds append.
-    again = record(2, 6)
+    again = record(2, 6, check=False)
     assert again.returncode == 2 and "seeds 6-6 are already recorded" in again.stderr
     assert "--seed 7" in again.stderr
-    done = record(1, 7)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record(1, 7)
     demos = json.loads((root / "meta" / "so101_demos.json").read_text())
     assert [(d["seed"], d["success"], d["dataset_episode"]) for d in demos] == [
         (5, True, 0),

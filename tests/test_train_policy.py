@@ -70,24 +70,20 @@ def test_the_last_saved_checkpoint_is_what_is_kept(tmp_path: Path, monkeypatch) 
 
 def test_a_resumed_run_keeps_its_dataset(tmp_path: Path) -> None:
     root = tmp_path / "recordings" / "lift"
-    config = tmp_path / "run" / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
-    config.parent.mkdir(parents=True)
-    config.write_text(json.dumps({"dataset": {"root": str(root), "episodes": [0, 1, 3]}}))
-    assert train_policy.run_dataset(config, None) == (root.resolve(), 3)
-    assert train_policy.run_dataset(config, root) == (root.resolve(), 3)
-    with pytest.raises(SystemExit, match="trains on .*recordings/lift, not .*other"):
-        train_policy.run_dataset(config, tmp_path / "other")
+    saved = {"dataset": {"root": str(root), "episodes": [0, 1, 3]}}
+    out = tmp_path / "run"
+    assert train_policy.run_dataset(saved, None, out) == (root.resolve(), 3)
+    assert train_policy.run_dataset(saved, root, out) == (root.resolve(), 3)
+    with pytest.raises(SystemExit, match="run in .*run trains on .*recordings/lift, not .*other"):
+        train_policy.run_dataset(saved, tmp_path / "other", out)
 
 
-def test_a_resumed_run_records_its_own_settings(tmp_path: Path) -> None:
+def test_a_resumed_run_records_its_own_settings() -> None:
     import argparse
 
-    config = tmp_path / "train_config.json"
-    config.write_text(
-        json.dumps({"batch_size": 8, "policy": {"device": "cuda", "resize_shape": [48, 64]}})
-    )
+    saved = {"batch_size": 8, "policy": {"device": "cuda", "resize_shape": [48, 64]}}
     asked = argparse.Namespace(batch_size=16, device="cpu", image_size=[96, 128])
-    assert train_policy.run_settings(config, asked) == {
+    assert train_policy.run_settings(saved, asked) == {
         "batch_size": 8,
         "device": "cuda",
         "image_size": [48, 64],
