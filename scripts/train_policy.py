@@ -225,12 +225,13 @@ def main() -> None:
         summary["stopped_at_step"] = reached
         summary["steps_planned"] = args.steps
     record.write_text(json.dumps(summary, indent=2) + "\n")
+    took = f"after {time.time() - t0:.0f} s"  # this command's time; TRAINING.json has the run's
     if args.keep:
         print(f"checkpoint in {dst}: step {reached} of {args.steps}, kept")
     elif finished:
-        print(f"checkpoint in {dst} after {time.time() - t0:.0f} s")
+        print(f"checkpoint in {dst} {took}")
     else:
-        print(f"checkpoint in {dst}: stopped at step {reached} of {args.steps} after {wall} s")
+        print(f"checkpoint in {dst}: stopped at step {reached} of {args.steps} {took}")
 
 
 def run_training(cmd: list[str]) -> bool:
