@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import shutil
@@ -157,6 +158,29 @@ def hub(bus_cfg: BusConfig, procs: Callable[..., Proc]) -> Proc:
     proc = procs("hub", "-m", "bus.hub", *bus_args(bus_cfg))
     wait_hub_ready(bus_cfg)
     return proc
+
+
+def load_recording(root: Path):
+    """A folder the recorder wrote, read back with lerobot's own LeRobotDataset."""
+    from lerobot.datasets.lerobot_dataset import LeRobotDataset
+
+    return LeRobotDataset(f"local/{root.name}", root=root, video_backend="pyav")
+
+
+@contextlib.contextmanager
+def small_filesystem(path: Path, size: str, readonly: bool = False) -> Iterator[Path]:
+    """A tmpfs of `size` mounted at `path` (root only); skips the test where that is refused."""
+    path.mkdir(parents=True, exist_ok=True)
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("needs root to mount a small filesystem")
+    opts = f"size={size}" + (",ro" if readonly else "")
+    mount = ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)]
+    if subprocess.run(mount, capture_output=True).returncode != 0:
+        pytest.skip("mounting a tmpfs is not permitted here")
+    try:
+        yield path
+    finally:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 # -- markers: `pytest -m unit` is the fast loop (no process started), `-m e2e` the rest ------

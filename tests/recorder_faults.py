@@ -1,4 +1,4 @@
-"""SIGKILL a dataset writer at chosen points of an episode's save (used by test_recorder.py).
+"""SIGKILL a dataset writer at chosen points of an episode's save (used by test_episode_writer.py).
 
     python tests/recorder_faults.py WORKDIR SCENARIO...
 

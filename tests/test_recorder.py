@@ -1,20 +1,16 @@
-"""The recorder: frame clock, crash-safe dataset writer, and the worker on a real hub.
-
-Crash safety is tested with real SIGKILLs: at nine points of a save inside lerobot's writer
-(tests/recorder_faults.py), and on the recorder process while it records and while it saves.
+"""The recorder worker on a real hub: what it records, what it refuses, and SIGKILLs of the
+recorder process while it records and while it saves. The writer's own crash safety is in
+test_episode_writer.py, the frame clock in test_frame_clock.py.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
 import re
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -22,259 +18,13 @@ import numpy as np
 import pytest
 
 from bus import BusConfig, Publisher, Subscriber
-from core.frame_clock import EpisodeClock
 from drivers.recording import (
     JOURNAL_DIR,
-    DatasetSpec,
-    EpisodeWriter,
-    RecordingError,
-    feature_differences,
 )
 
-from conftest import REPO, bus_args, wait_until
+from conftest import REPO, bus_args, load_recording, small_filesystem, wait_until
 
 LIFT = REPO / "datasets" / "lift"
-FAULTS = [
-    "mid-episode",
-    "tasks",
-    "data",
-    "video",
-    "info-torn",
-    "stats",
-    "index",
-    "before-commit",
-    "first",
-]
-
-
-# ---------------------------------------------------------------------------- frame clock
-
-
-def feed(clock: EpisodeClock, stream: str, times) -> None:
-    for t in times:
-        clock.offer(stream, float(t), round(float(t), 6))
-
-
-def test_clock_takes_the_newest_sample_per_frame_and_counts_what_it_did() -> None:
-    rng = np.random.default_rng(0)
-    clock = EpisodeClock(30, ["cam", "state"], t_start=10.0)
-    cam = 10.0 + np.arange(60) / 30 + rng.uniform(-0.012, 0.012, 60)  # jittery 30 Hz
-    state = 10.001 + np.arange(200) / 100  # 100 Hz: about 3 per frame
-    feed(clock, "cam", cam)
-    feed(clock, "state", state)
-    clock.stop(cam[-1] + 0.002)  # the stop marker follows the last frame
-    ticks = clock.ready(now=1e12)
-    assert clock.finished(1e12)
-    assert clock.t0 == pytest.approx(max(cam[0], state[0]))
-    rep = clock.report()["streams"]
-    # A jittery camera at the frame rate: one sample per frame, none dropped or repeated.
-    assert [t.samples["cam"].t for t in ticks] == list(cam)
-    assert rep["cam"]["dropped"] == rep["cam"]["duplicated"] == 0
-    # Every frame takes the newest state at or before the end of its window (half a frame on),
-    # and nothing captured after the stop.
-    for t in ticks:
-        end = min(t.t + 0.5 / 30, clock.t_stop)
-        assert t.samples["state"].t == max(s for s in state if s <= end)
-    # Every sample of the episode is accounted for: used once, or dropped for a newer one.
-    s = rep["state"]
-    assert s["used"] + s["dropped"] == s["received"] == 196  # the 196 before the stop
-
-
-def test_clock_repeats_a_slow_camera_and_moves_on_without_a_dead_one() -> None:
-    clock = EpisodeClock(30, ["cam", "state"], t_start=0.0, max_latency=1.0)
-    feed(clock, "cam", np.arange(50) / 25)  # 25 Hz for 2 s
-    feed(clock, "state", np.arange(60) / 30)
-    clock.stop(59 / 30)
-    clock.ready(now=1e12)
-    rep = clock.report()
-    assert rep["frames"] == 60
-    assert rep["streams"]["cam"]["duplicated"] == 10 and rep["streams"]["cam"]["dropped"] == 0
-    assert rep["achieved_fps"] == pytest.approx(25.0)
-
-    clock = EpisodeClock(30, ["cam", "state"], t_start=0.0, max_latency=1.0)
-    feed(clock, "cam", np.arange(10) / 30)  # the camera dies after 10 frames
-    feed(clock, "state", np.arange(90) / 30)
-    # Frames wait for the camera while it may still come ...
-    assert len(clock.ready(now=0.5)) == 9
-    # ... and go on without it once it is max_latency late; never ahead of the data.
-    ticks = clock.ready(now=100.0)
-    assert len(ticks) == 81 and ticks[-1].t == pytest.approx(89 / 30)
-    assert clock.report()["streams"]["cam"]["duplicated"] == 80
-    # A sample that arrives after its frame was handed out is counted, not used.
-    clock.offer("cam", 0.5, "late")
-    assert clock.report()["streams"]["cam"]["late"] == 1
-
-
-def test_clock_actions_are_optional_until_they_come_then_awaited() -> None:
-    clock = EpisodeClock(30, ["state"], ["action"], t_start=0.0)
-    feed(clock, "state", np.arange(10) / 30)
-    first = clock.ready(now=0.2)
-    assert first and all(t.samples["action"] is None for t in first)
-    n = len(first)
-    feed(clock, "action", [n / 30, (n + 1) / 30])  # actions start: frames now wait for them
-    feed(clock, "state", np.arange(10, 20) / 30)
-    more = clock.ready(now=0.0)
-    assert len(more) == 1 and more[0].samples["action"].t == pytest.approx(n / 30)
-    assert clock.report()["streams"]["action"]["missing"] == n
-
-
-# ---------------------------------------------------------------------------- writer
-
-
-def _recorder_faults():
-    sys.path.insert(0, str(Path(__file__).parent))
-    import recorder_faults
-
-    return recorder_faults
-
-
-def load(root: Path):
-    from lerobot.datasets.lerobot_dataset import LeRobotDataset
-
-    return LeRobotDataset(f"local/{root.name}", root=root, video_backend="pyav")
-
-
-def states_of(ds) -> np.ndarray:
-    return np.stack(ds.hf_dataset.with_format("numpy")["observation.state"])
-
-
-@pytest.fixture(scope="module")
-def killed(tmp_path_factory) -> Path:
-    """One dataset copy per fault point, each left by a writer SIGKILLed there."""
-    work = tmp_path_factory.mktemp("faults")
-    out = subprocess.run(
-        [sys.executable, str(Path(__file__).parent / "recorder_faults.py"), str(work), *FAULTS],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    results = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
-    assert [r["scenario"] for r in results] == FAULTS, out.stdout + out.stderr
-    for r in results:
-        assert r["signal"] == signal.SIGKILL, f"{r}: the fault was not reached\n{out.stderr}"
-    return work
-
-
-@pytest.mark.parametrize("fault", FAULTS)
-def test_sigkill_during_an_episode_or_its_save_loses_only_that_episode(killed, fault) -> None:
-    rf = _recorder_faults()
-    root = killed / fault / "ds"
-    writer = EpisodeWriter(root, rf.SPEC)
-    actions = writer.open()  # the recovery step
-    before = 0 if fault == "first" else rf.BASE_EPISODES
-    if fault == "first":
-        assert not root.exists() and any("unfinished first episode" in a for a in actions)
-    elif fault == "mid-episode":
-        assert any("video of an unfinished episode" in a for a in actions), actions
-    else:
-        assert any(f"rolled back the unfinished save of episode {before}" in a for a in actions), (
-            actions
-        )
-    assert not (root / JOURNAL_DIR).exists()
-    # The episodes saved before the kill are all there; appending works and they stay intact.
-    rf.record(writer, before)
-    writer.close()
-    ds = load(root)
-    assert ds.meta.total_episodes == before + 1
-    expected = np.concatenate([rf.episode_state(e) for e in range(before + 1)])
-    np.testing.assert_array_equal(states_of(ds), expected)
-    last = ds[len(ds) - 1]["observation.images.front"].numpy().transpose(1, 2, 0) * 255
-    assert np.abs(last - rf.episode_image(before, rf.FRAMES - 1)).mean() < 6
-
-
-def test_disk_full_during_a_save_rolls_back_and_stops_recording(tmp_path, monkeypatch) -> None:
-    import lerobot.datasets.dataset_metadata as dm
-
-    rf = _recorder_faults()
-    root = tmp_path / "ds"
-    writer = EpisodeWriter(root, rf.SPEC)
-    writer.open()
-    rf.record(writer, 0)
-
-    def no_space(*_a, **_k):
-        raise OSError(errno.ENOSPC, "No space left on device")
-
-    monkeypatch.setattr(dm, "write_stats", no_space)
-    with pytest.raises(RecordingError, match="disk full") as err:
-        rf.record(writer, 1)
-    assert err.value.kind == "disk_full"
-    with pytest.raises(RecordingError, match="disk full"):  # stays stopped
-        writer.begin("lift the cube", {"front": rf.HW})
-    writer.close()
-    monkeypatch.undo()
-    assert not (root / JOURNAL_DIR).exists()
-    np.testing.assert_array_equal(states_of(load(root)), rf.episode_state(0))
-
-
-@contextlib.contextmanager
-def small_filesystem(path: Path, size: str, readonly: bool = False):
-    """A tmpfs of `size` mounted at `path` (root only); skips the test where that is refused."""
-    path.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("needs root to mount a small filesystem")
-    opts = f"size={size}" + (",ro" if readonly else "")
-    if (
-        subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)], capture_output=True
-        ).returncode
-        != 0
-    ):
-        pytest.skip("mounting a tmpfs is not permitted here")
-    try:
-        yield path
-    finally:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
-
-
-def test_disk_full_on_a_real_small_filesystem(tmp_path) -> None:
-    rf = _recorder_faults()
-    rng = np.random.default_rng(0)
-    with small_filesystem(tmp_path / "disk", "400k") as disk:
-        root = disk / "ds"
-        writer = EpisodeWriter(root, rf.SPEC)
-        writer.open()
-        saved = 0
-        with pytest.raises(RecordingError, match="disk full"):
-            for ep in range(100):
-                writer.begin("lift the cube", {"front": rf.HW})
-                for k in range(rf.FRAMES):
-                    noise = rng.integers(0, 255, (*rf.HW, 3), dtype=np.uint8)  # hard to encode
-                    t = 1e9 + ep * 10 + k / 30
-                    writer.add(
-                        {"front": noise},
-                        [rf.episode_state(ep)[k]],
-                        [None],
-                        {"camera/front": t, "state/arm": t},
-                    )
-                writer.end()
-                saved += 1
-        writer.close()
-        assert saved >= 1
-        assert not (root / JOURNAL_DIR).exists() and not list(root.glob(".encoding-*"))
-        ds = load(root)
-        assert ds.meta.total_episodes == saved
-        np.testing.assert_array_equal(
-            states_of(ds), np.concatenate([rf.episode_state(e) for e in range(saved)])
-        )
-
-
-def test_features_that_differ_are_named() -> None:
-    info = json.loads((LIFT / "meta" / "info.json").read_text())
-    sort = DatasetSpec(
-        fps=30, cameras=["front", "left_wrist", "right_wrist"], arms=["left_arm", "right_arm"]
-    )
-    diffs = " ".join(feature_differences(info, 30, sort))
-    assert "observation.images.left_wrist" in diffs and "observation.state: shape [6]" in diffs
-    lift = DatasetSpec(fps=30, cameras=["front"], arms=["arm"])
-    assert feature_differences(info, 30, lift) == []
-    assert feature_differences(info, 30, lift, {"front": (240, 320)}) == [
-        "observation.images.front: shape [480, 640, 3] in the folder, [240, 320, 3] here"
-    ]
-    assert lift.names[0] == "shoulder_pan.pos" and sort.names[6] == "right_shoulder_pan.pos"
-
-
-# ---------------------------------------------------------------------------- the worker
 
 
 def start_recorder(procs, cfg: BusConfig, root: Path, *extra: str, name: str = "recorder"):
@@ -383,7 +133,7 @@ def test_records_replayed_episodes_exactly(tmp_path, bus_cfg, hub, procs) -> Non
     assert "2 episodes saved this run" in recorder.output()
 
     ref = DatasetReplay(LIFT, episodes=[0, 1])
-    ds = load(root)
+    ds = load_recording(root)
     hf = ds.hf_dataset.with_format("numpy")
     assert ds.meta.total_episodes == 2 and ds.fps == 30
     assert ds.meta.features["observation.state"]["names"][0] == "shoulder_pan.pos"
@@ -475,7 +225,7 @@ def test_sigkill_while_recording_and_while_saving_then_resume(
     ref = DatasetReplay(LIFT, episodes=[0, 1])
     truth = {ep: np.stack([s.states["arm"] for s in ref.steps(ep)]) for ep in (0, 1)}
     ref.close()
-    ds = load(root)
+    ds = load_recording(root)
     assert ds.meta.total_episodes == after_second + 1
     hf = ds.hf_dataset.with_format("numpy")
     episode_index = np.asarray(hf["episode_index"])
