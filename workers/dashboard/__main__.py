@@ -31,7 +31,8 @@ from bus import Publisher, Subscriber, topics
 from bus.health import HealthReporter
 from workers import lifecycle
 from workers.dashboard.config import DashboardConfig
-from workers.dashboard.view import STREAMS, BusView, FrameShrinker
+from workers.dashboard.frames import FrameShrinker
+from workers.dashboard.view import STREAMS, BusView
 from workers.dashboard.web import Control, Pages, is_loopback_address, make_app
 
 
