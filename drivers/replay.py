@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import queue
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -23,11 +22,11 @@ from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import av  # noqa: E402
 import numpy as np  # noqa: E402
 
 from core.so101 import ARM_PREFIXES, IMAGES_PREFIX, SINGLE_ARM  # noqa: E402
 from drivers import replay_index  # noqa: E402
+from drivers.replay_video import Prefetcher, VideoDamaged, episode_frames  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -148,117 +147,12 @@ def _check_files(root: Path, repo_id: str) -> None:
         )
 
 
-class _Prefetcher:
-    """Runs a step generator in a thread, ahead of the consumer, into a bounded queue."""
-
-    _END = object()
-
-    def __init__(self, source: Iterator[ReplayStep], depth: int, name: str):
-        self._source = source
-        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
-        self._thread.start()
-
-    def _put(self, item: object) -> bool:
-        # Timed puts so a stop request is noticed even when the consumer has gone away.
-        while not self._stop.is_set():
-            try:
-                self._queue.put(item, timeout=0.1)
-                return True
-            except queue.Full:
-                continue
-        return False
-
-    def _run(self) -> None:
-        try:
-            for step in self._source:
-                if not self._put(step):
-                    return
-            self._put(self._END)
-        except BaseException as e:  # handed to the consumer, raised there
-            self._put(e)
-        finally:
-            close = getattr(self._source, "close", None)
-            if close is not None:
-                close()
-
-    def __iter__(self) -> Iterator[ReplayStep]:
-        while True:
-            item = self._queue.get()
-            if item is self._END:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-
-    def close(self) -> None:
-        self._stop.set()
-        while True:  # unblock a producer waiting on a full queue
-            try:
-                self._queue.get_nowait()
-            except queue.Empty:
-                break
-        if self._thread is not threading.current_thread():
-            self._thread.join(timeout=10)
-        try:  # wake a consumer blocked in another thread; it ends its iteration
-            self._queue.put_nowait(self._END)
-        except queue.Full:
-            pass
-
-
 def _decode_video(path: Path, from_ts: float, n: int, fps: int) -> Iterator[np.ndarray]:
     """The n frames of one episode inside a many-episode mp4, in order, as RGB uint8."""
     try:
-        yield from _decode_frames(path, from_ts, n, fps)
-    except av.FFmpegError as e:
-        raise ReplayError(
-            f"{path} cannot be decoded ({e}): the video is damaged; "
-            "re-copy or re-record the dataset"
-        ) from e
-
-
-def _decode_frames(path: Path, from_ts: float, n: int, fps: int) -> Iterator[np.ndarray]:
-    last: np.ndarray | None = None
-    produced = held = 0
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"  # FFmpeg frame threads: decoding overlaps the consumer
-        # Keyframe at or before the episode start; frames before it are decoded and skipped.
-        container.seek(
-            max(0, int(from_ts / stream.time_base) - 1),
-            stream=stream,
-            backward=True,
-            any_frame=False,
-        )
-        for frame in container.decode(stream):
-            if frame.time is None:
-                continue
-            i = round((frame.time - from_ts) * fps)
-            if i < produced:
-                continue
-            img = np.ascontiguousarray(frame.to_ndarray(format="rgb24"))
-            while produced < min(i, n):  # a gap in the video: hold the previous picture
-                yield last if last is not None else img
-                produced += 1
-                held += 1
-            if produced >= n:
-                break
-            yield img
-            last = img
-            produced += 1
-    if held:
-        log.warning("%s: %d frames missing inside the episode; held the previous ones", path, held)
-    if produced < n:
-        log.warning(
-            "%s: video ends %d frames short of the episode; holding the last frame",
-            path,
-            n - produced,
-        )
-        if last is None:
-            raise ReplayError(f"{path} has no frames for this episode: the video is damaged")
-        for _ in range(n - produced):
-            yield last
+        yield from episode_frames(path, from_ts, n, fps)
+    except VideoDamaged as e:
+        raise ReplayError(f"{e}; re-copy or re-record the dataset") from e
 
 
 class DatasetReplay:
@@ -288,7 +182,7 @@ class DatasetReplay:
         features = index.features
         self.fps = index.fps
         self._prefetch = prefetch
-        self._active: set[_Prefetcher] = set()
+        self._active: set[Prefetcher] = set()
         self._lock = threading.Lock()
 
         self._camera_keys = list(index.camera_keys)
@@ -441,7 +335,7 @@ class DatasetReplay:
         return self._prefetched(episode)
 
     def _prefetched(self, episode: int) -> Iterator[ReplayStep]:
-        pre = _Prefetcher(self._steps(episode), self._prefetch, f"replay-ep{episode}")
+        pre = Prefetcher(self._steps(episode), self._prefetch, f"replay-ep{episode}")
         with self._lock:
             self._active.add(pre)
         try:
