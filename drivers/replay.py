@@ -13,7 +13,6 @@ file is missing (and creates `root` if it does not exist).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -27,8 +26,6 @@ import numpy as np  # noqa: E402
 from core.so101 import ARM_PREFIXES, IMAGES_PREFIX, SINGLE_ARM  # noqa: E402
 from drivers import replay_index  # noqa: E402
 from drivers.replay_video import Prefetcher, VideoDamaged, episode_frames  # noqa: E402
-
-log = logging.getLogger(__name__)
 
 
 class ReplayError(Exception):
