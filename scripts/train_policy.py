@@ -31,6 +31,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from scripts.warm_start import prepare_warm_start  # noqa: E402
 from workers.tasks import get_task  # noqa: E402
 
 HELD_OUT = 3  # the last episodes of each dataset, never trained on
@@ -85,12 +86,15 @@ def lerobot_train_args(
     out: Path,
     device: str,
     image_size: tuple[int, int] = (96, 128),
+    init_from: Path | None = None,
 ) -> list[str]:
+    # A warm start is lerobot's fine-tuning: the policy (config and weights) from a folder.
+    policy = f"--policy.path={init_from}" if init_from else "--policy.type=diffusion"
     return [
         f"--dataset.repo_id=local/{task}",
         f"--dataset.root={dataset}",
         f"--dataset.episodes={json.dumps(train_eps)}",
-        "--policy.type=diffusion",
+        policy,
         f"--policy.device={device}",
         "--policy.push_to_hub=false",
         "--policy.pretrained_backbone_weights=null",  # offline: no ImageNet download
@@ -136,6 +140,14 @@ def main() -> None:
     )
     parser.add_argument("--out", default=str(REPO / "outputs" / "train"))
     parser.add_argument(
+        "--init-from",
+        type=Path,
+        default=None,
+        metavar="CHECKPOINT",
+        help="a new run that starts from this diffusion checkpoint's weights, at --image-size "
+        "(e.g. a 48x64 run continued at 96x128: scripts/warm_start.py)",
+    )
+    parser.add_argument(
         "--resume",
         action="store_true",
         help="continue the last run in --out up to --steps (same settings and dataset, with "
@@ -151,6 +163,8 @@ def main() -> None:
     out = Path(args.out) / name
     last = out / "checkpoints" / "last" / "pretrained_model" / "train_config.json"
     continuing = args.resume or args.keep
+    if continuing and args.init_from:
+        raise SystemExit("train_policy: --init-from starts a new run; not with --resume or --keep")
     if continuing:
         if not last.is_file():
             raise SystemExit(f"train_policy: no checkpoint saved in {out} (no {last})")
@@ -179,6 +193,15 @@ def main() -> None:
     else:
         if out.exists():
             shutil.rmtree(out)  # lerobot-train refuses an existing output dir without --resume
+        warm = None
+        if args.init_from:
+            warm = Path(args.out) / f"{name}.init"  # outside `out`, which lerobot-train creates
+            rebuilt = prepare_warm_start(args.init_from, warm, tuple(args.image_size))
+            print(
+                f"starting from {args.init_from} at {args.image_size[0]}x{args.image_size[1]}"
+                f" ({len(rebuilt)} coordinate grids rebuilt for the new size)",
+                flush=True,
+            )
         cmd = [
             train,
             *lerobot_train_args(
@@ -190,6 +213,7 @@ def main() -> None:
                 out,
                 args.device,
                 tuple(args.image_size),
+                warm,
             ),
         ]
     t0 = time.time()
@@ -221,6 +245,8 @@ def main() -> None:
         "wall_time_s": wall,
         "command": command,
     }
+    if args.init_from:  # the budget includes the run it started from
+        summary["init_from"] = warm_start_record(args.init_from)
     if not finished:  # what was kept, and the schedule it was cut from
         summary["stopped_at_step"] = reached
         summary["steps_planned"] = args.steps
@@ -232,6 +258,15 @@ def main() -> None:
         print(f"checkpoint in {dst} {took}")
     else:
         print(f"checkpoint in {dst}: stopped at step {reached} of {args.steps} {took}")
+
+
+def warm_start_record(src: Path) -> dict:
+    """What a warm-started run started from: the path, and that run's TRAINING.json."""
+    record = {"checkpoint": str(src)}
+    training = src.parent / "TRAINING.json"
+    if training.is_file():
+        record["training"] = json.loads(training.read_text())
+    return record
 
 
 def run_training(cmd: list[str]) -> bool:

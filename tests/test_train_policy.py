@@ -89,3 +89,41 @@ def test_a_resumed_run_records_its_own_settings() -> None:
         "image_size": [48, 64],
     }
     assert train_policy.run_settings(None, asked)["image_size"] == [96, 128]
+
+
+def test_a_warm_start_carries_every_weight_to_the_new_image_size(tmp_path: Path) -> None:
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+    from safetensors.torch import load_file
+
+    from scripts.warm_start import prepare_warm_start
+    from workers.tasks import TASKS
+
+    src = TASKS["stack"].checkpoint  # trained at 96x128
+    dst = tmp_path / "stack.init"
+    rebuilt = prepare_warm_start(src, dst, (48, 64))
+    assert rebuilt == ["diffusion.rgb_encoder.pool.pos_grid"]
+    policy = DiffusionPolicy.from_pretrained(dst)  # lerobot loads it, as lerobot-train will
+    assert tuple(policy.config.resize_shape) == (48, 64)
+    assert policy.diffusion.rgb_encoder.pool.pos_grid.shape == (2 * 2, 2)  # a 2x2 feature map
+    before, after = load_file(str(src / "model.safetensors")), policy.state_dict()
+    carried = [k for k in before if k not in rebuilt]
+    assert carried and all((before[k] == after[k]).all() for k in carried)
+    assert sorted(p.name for p in dst.glob("policy_*")) == sorted(
+        p.name for p in src.glob("policy_*")
+    )
+
+
+def test_a_warm_start_needs_a_checkpoint(tmp_path: Path) -> None:
+    from scripts.warm_start import prepare_warm_start
+
+    with pytest.raises(SystemExit, match="is not a checkpoint"):
+        prepare_warm_start(tmp_path, tmp_path / "out", (48, 64))
+
+
+def test_a_warm_started_run_is_lerobots_fine_tuning(tmp_path: Path) -> None:
+    init = tmp_path / "stack.init"
+    args = train_policy.lerobot_train_args(
+        "stack", tmp_path, [0, 1], 100, 16, tmp_path / "out", "cpu", (96, 128), init
+    )
+    assert f"--policy.path={init}" in args and "--policy.type=diffusion" not in args
+    assert "--policy.resize_shape=[96,128]" in args
