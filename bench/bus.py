@@ -22,7 +22,7 @@ import msgpack_numpy
 import numpy as np
 import zmq
 
-from bench.common import emit, hub_process, ipc_bus, pct, spawn, table
+from bench.common import emit, hub_process, ipc_bus, met, pct, spawn, table
 from bus import BusConfig, Publisher, Reply, ServiceClient, ServiceWorker, Subscriber
 from bus.clock import now
 
@@ -382,7 +382,7 @@ def main() -> None:
         ("ws_over_hub_rpc >= 3", result["ws_over_hub_rpc"] >= 3),
         ("every_mode_drops == 0", drops == 0),
     ]
-    table("targets", ["target", "met"], [[t, "yes" if ok else "NO"] for t, ok in targets])
+    table("targets", ["target", "met"], [[t, met(ok)] for t, ok in targets])
     emit(result)
 
 

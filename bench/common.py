@@ -39,6 +39,11 @@ def table(title: str, header: Sequence[str], rows: Iterable[Sequence[object]]) -
         print("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)))
 
 
+def met(ok: bool) -> str:
+    """A target's verdict in a table (capitals catch the eye when it is missed)."""
+    return "yes" if ok else "NO"
+
+
 def emit(result: dict) -> None:
     """The contract: the last line a benchmark prints is one JSON object."""
     print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in result.items()}))

@@ -23,6 +23,7 @@ from bench.common import (
     emit,
     hub_process,
     ipc_bus,
+    met,
     spawn,
     start_control,
     start_process,
@@ -172,14 +173,14 @@ def main() -> None:
             ],
             [
                 "lateness p50 <= one tick (33 ms) at L250",
-                "yes" if abs(result["lateness_p50_ms_L250"]) <= 1000 / FPS else "NO",
+                met(abs(result["lateness_p50_ms_L250"]) <= 1000 / FPS),
             ],
-            ["L400: 'policy too slow' published", "yes" if slow else "NO"],
+            ["L400: 'policy too slow' published", met(slow)],
             [
                 "L400 stall within 10 % of the bound",
-                "yes" if s400 is not None and abs(s400 - b400) <= 0.1 * b400 else "NO",
+                met(s400 is not None and abs(s400 - b400) <= 0.1 * b400),
             ],
-            ["tick_jitter_p99_ms <= 2", "yes" if jitter <= 2 else "NO"],
+            ["tick_jitter_p99_ms <= 2", met(jitter <= 2)],
         ],
     )
     emit(result)

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bench.common import REPO, emit, hub_process, ipc_bus, pct, rss_mb, table
+from bench.common import REPO, emit, hub_process, ipc_bus, met, pct, rss_mb, table
 from bus import BusConfig, ServiceClient, Subscriber
 from drivers.policy import STATE_KEY, PolicyRunner, save_random_checkpoint
 from drivers.replay import DatasetReplay
@@ -278,10 +278,10 @@ def main() -> None:
         [
             [
                 "every shipped checkpoint p50 <= 2 s",
-                "yes" if all(result[f"{n}_p50_ms"] <= 2000 for n in per_task) else "NO",
+                met(all(result[f"{n}_p50_ms"] <= 2000 for n in per_task)),
             ],
-            ["speedup_vs_stock >= 1.5", "yes" if result["speedup_vs_stock"] >= 1.5 else "NO"],
-            ["rss_growth_pct <= 1", "yes" if result["rss_growth_pct"] <= 1 else "NO"],
+            ["speedup_vs_stock >= 1.5", met(result["speedup_vs_stock"] >= 1.5)],
+            ["rss_growth_pct <= 1", met(result["rss_growth_pct"] <= 1)],
         ],
     )
     emit(result)

@@ -17,7 +17,7 @@ import time
 
 import numpy as np
 
-from bench.common import REPO, emit, hub_process, ipc_bus, pct, table
+from bench.common import REPO, emit, hub_process, ipc_bus, met, pct, table
 from bus import BusConfig, Subscriber
 from drivers.replay import DatasetReplay
 
@@ -137,8 +137,8 @@ def main() -> None:
         "targets",
         ["target", "met"],
         [
-            ["holds 30 fps with three cameras", "yes" if base["fps_min"] >= 0.97 * 30 else "NO"],
-            ["interval_p99_ms <= 5", "yes" if base["jitter_p99_ms"] <= 5 else "NO"],
+            ["holds 30 fps with three cameras", met(base["fps_min"] >= 0.97 * 30)],
+            ["interval_p99_ms <= 5", met(base["jitter_p99_ms"] <= 5)],
         ],
     )
     emit(result)

@@ -35,6 +35,7 @@ from bench.common import (
     emit,
     hub_process,
     ipc_bus,
+    met,
     pct,
     spawn,
     start_control,
@@ -321,9 +322,6 @@ def main() -> None:
         ["longest gap around the kill s", "longest gap in the run s", "stall ms/min"],
         [[failover["kill_gap_s"], failover["max_gap_s"], failover["stats"]["stall_ms_per_min"]]],
     )
-
-    def met(ok: bool) -> str:
-        return "yes" if ok else "NO"
 
     blend_p99 = result["seam_jump_p99_blend"]
     table(

@@ -30,7 +30,8 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from bench.common import emit, pct, table
+from bench.common import emit, pct
+from bench.sim_report import headline, print_expert, print_in_process, print_live
 from bus import Publisher, ServiceClient, Subscriber, clock, topics
 from drivers.sim.expert import plan_episode
 from drivers.sim.render import CameraRig
@@ -41,9 +42,6 @@ from workers.sim import SimConfig
 from workers.tasks import service_name
 
 TASKS = ("lift", "sort", "stack")
-TARGET_FPS = {"lift": 30.0, "sort": 15.0, "stack": 15.0}
-TARGET_STATE_HZ = 30.0
-TARGET_SUCCESS = 0.95
 CONTROL_HZ = 30.0
 PHYSICS_WALL_S = 1.0  # enough stepping for a steady figure (the physics is fast)
 RENDER_S = 3.0
@@ -284,10 +282,6 @@ def expert_run(task: str, episodes: int, logs: Path | None) -> dict:
     }
 
 
-def met(ok: bool) -> str:
-    return "yes" if ok else "NO"
-
-
 def on_sigterm(*_: object) -> None:
     print("bench.sim: SIGTERM: stopping the workers", file=sys.stderr, flush=True)
     sys.exit(143)
@@ -340,80 +334,13 @@ def main() -> None:
     # Each table is printed as soon as its runs are done: a long run cut short keeps them.
     phys = {t: physics_rtf(t) for t in tasks}
     rend = {t: render_rate(t) for t in tasks}
-    table(
-        "in-process: physics (expert episodes from seed 0, goals at 30 Hz) and rendering",
-        [
-            "task",
-            "sim s",
-            "wall s",
-            "x real time",
-            "target",
-            "met",
-            "cameras",
-            "size",
-            "sets/s",
-            "ms/camera",
-        ],
-        [
-            [
-                t,
-                phys[t]["sim_s"],
-                phys[t]["wall_s"],
-                phys[t]["rtf"],
-                ">= 1x",
-                met(phys[t]["rtf"] >= 1),
-                rend[t]["cameras"],
-                rend[t]["size"],
-                rend[t]["sets_per_s"],
-                rend[t]["ms_per_camera"],
-            ]
-            for t in tasks
-        ],
-    )
+    print_in_process(tasks, phys, rend)
     sys.stdout.flush()
     live = {
         t: r for t in tasks if (r := attempt(f"{t} live", live_run, t, args.seconds, args.logs))
     }
     if live:
-        # Met: at most one message short over the window (the measurement's resolution).
-        tol = 1.0 / args.seconds
-        rows = []
-        for t, r in live.items():
-            streams = [(f"camera/{c}", v, TARGET_FPS[t], "fps") for c, v in r["camera_fps"].items()]
-            streams += [(f"state/{a}", v, TARGET_STATE_HZ, "Hz") for a, v in r["state_hz"].items()]
-            rows += [
-                [t, name, v, f">= {target:g} {unit}", met(v >= target - tol)]
-                for name, v, target, unit in streams
-            ]
-        table(
-            f"sim process beside the policy worker and control ({args.seconds:g} s measured)",
-            ["task", "stream", "achieved /s", "target", "met"],
-            rows,
-        )
-        table(
-            "same runs: frame age on arrival (bus clock - t_cap), policy chunks, sim health",
-            [
-                "task",
-                "age p50 ms",
-                "age p99 ms",
-                "chunks",
-                "lost msgs",
-                "physics behind",
-                "render ms p50",
-            ],
-            [
-                [
-                    t,
-                    r["age_p50_ms"],
-                    r["age_p99_ms"],
-                    r["chunks"],
-                    r["lost"],
-                    r["physics_behind"],
-                    r["render_ms_p50"],
-                ]
-                for t, r in live.items()
-            ],
-        )
+        print_live(live, args.seconds)
         sys.stdout.flush()
     expert = {
         t: r
@@ -421,72 +348,23 @@ def main() -> None:
         if (r := attempt(f"{t} expert", expert_run, t, args.episodes or EPISODES[t], args.logs))
     }
     if expert:
-        table(
-            "scripted expert through the bus (seeds 0..N-1)",
-            [
-                "task",
-                "success",
-                "rate",
-                "95 % Wilson",
-                "target",
-                "met",
-                "time p50 s",
-                "stall ms/min p50",
-                "failures",
-            ],
-            [
-                [
-                    t,
-                    f"{e['successes']}/{e['n']}",
-                    e["rate"],
-                    f"[{e['ci_low']:.3f}, {e['ci_high']:.3f}]",
-                    f">= {TARGET_SUCCESS}",
-                    met(e["rate"] >= TARGET_SUCCESS),
-                    e["time_p50_s"],
-                    e["stall_p50"],
-                    "; ".join(e["failures"]) or "-",
-                ]
-                for t, e in expert.items()
-            ],
-        )
+        print_expert(expert)
     load_end = os.getloadavg()[0]
     print(
         f"\nload average (1 min) {load_start:.2f} at the start, {load_end:.2f} at the end, "
         f"{os.cpu_count()} CPUs"
     )
-
-    result: dict = {}
-    for t in TASKS:  # the headline keys are always there (None: not run, or failed)
-        lv, ex = live.get(t), expert.get(t)
-        result[f"{t}_camera_fps"] = min(lv["camera_fps"].values(), default=0.0) if lv else None
-        result[f"{t}_state_hz"] = min(lv["state_hz"].values(), default=0.0) if lv else None
-        result[f"expert_success_{t}"] = ex["rate"] if ex else None
-    result["physics_rtf_min"] = min(p["rtf"] for p in phys.values())
-    for t in tasks:
-        result |= {
-            f"{t}_physics_rtf": phys[t]["rtf"],
-            f"{t}_render_sets_per_s": rend[t]["sets_per_s"],
-            f"{t}_render_ms_per_camera": rend[t]["ms_per_camera"],
+    result = headline(TASKS, tasks, phys, rend, live, expert)
+    emit(
+        result
+        | {
+            "seconds": args.seconds,
+            "loadavg_start": load_start,
+            "loadavg_end": load_end,
+            "cpus": os.cpu_count(),
+            "errors": errors,
         }
-    for t, r in live.items():
-        result |= {
-            f"{t}_frame_age_p50_ms": r["age_p50_ms"],
-            f"{t}_frame_age_p99_ms": r["age_p99_ms"],
-        }
-    for t, e in expert.items():
-        result |= {
-            f"expert_{t}_n": e["n"],
-            f"expert_{t}_ci_low": e["ci_low"],
-            f"expert_{t}_ci_high": e["ci_high"],
-        }
-    result |= {
-        "seconds": args.seconds,
-        "loadavg_start": load_start,
-        "loadavg_end": load_end,
-        "cpus": os.cpu_count(),
-        "errors": errors,
-    }
-    emit(result)
+    )
 
 
 if __name__ == "__main__":
