@@ -228,13 +228,7 @@ def main() -> None:
     dst = keep_checkpoint(out, name)
     record = dst.parent / "TRAINING.json"
     command = "uv run python scripts/train_policy.py " + " ".join(sys.argv[1:])
-    wall = round(time.time() - t0)
-    if args.keep:
-        wall = None  # the run ended before this command: its time is not known here
-    elif args.resume and record.exists():  # the whole run: earlier sessions' time and commands
-        earlier = json.loads(record.read_text())
-        wall += earlier.get("wall_time_s", 0)
-        command = f"{earlier.get('command', '?')} && {command}"
+    earlier = json.loads(record.read_text()) if continuing and record.exists() else {}
     summary = {
         "task": args.task,
         "dataset": str(dataset.relative_to(REPO) if dataset.is_relative_to(REPO) else dataset),
@@ -242,11 +236,8 @@ def main() -> None:
         "steps": reached if reached is not None else args.steps,
         **run_settings(saved if continuing else None, args),
         "held_out_episodes": held_out,
-        "wall_time_s": wall,
-        "command": command,
+        **run_history(earlier, args, round(time.time() - t0), command),
     }
-    if args.init_from:  # the budget includes the run it started from
-        summary["init_from"] = warm_start_record(args.init_from)
     if not finished:  # what was kept, and the schedule it was cut from
         summary["stopped_at_step"] = reached
         summary["steps_planned"] = args.steps
@@ -258,6 +249,22 @@ def main() -> None:
         print(f"checkpoint in {dst} {took}")
     else:
         print(f"checkpoint in {dst}: stopped at step {reached} of {args.steps} {took}")
+
+
+def run_history(earlier: dict, args: argparse.Namespace, wall: int, command: str) -> dict:
+    """TRAINING.json's time, commands and starting point: this command's, after the run's
+    earlier ones (`earlier`, its TRAINING.json so far) when it resumes a run."""
+    if args.keep:
+        wall = None  # the run ended before this command: its time is not known here
+    elif args.resume and earlier:  # the whole run: earlier sessions' time and commands
+        wall += earlier.get("wall_time_s", 0)
+        command = f"{earlier.get('command', '?')} && {command}"
+    history = {"wall_time_s": wall, "command": command}
+    if args.init_from:  # the budget includes the run it started from
+        history["init_from"] = warm_start_record(args.init_from)
+    elif "init_from" in earlier:  # and still does once resumed or kept
+        history["init_from"] = earlier["init_from"]
+    return history
 
 
 def warm_start_record(src: Path) -> dict:

@@ -127,3 +127,24 @@ def test_a_warm_started_run_is_lerobots_fine_tuning(tmp_path: Path) -> None:
     )
     assert f"--policy.path={init}" in args and "--policy.type=diffusion" not in args
     assert "--policy.resize_shape=[96,128]" in args
+
+
+def test_a_resumed_warm_started_run_keeps_its_history(tmp_path: Path) -> None:
+    import argparse
+
+    src = tmp_path / "small" / "checkpoint-best"
+    src.mkdir(parents=True)
+    (src.parent / "TRAINING.json").write_text(json.dumps({"steps": 30000, "wall_time_s": 100}))
+    asked = dict(keep=False, resume=False, init_from=src)
+    first = train_policy.run_history({}, argparse.Namespace(**asked), 50, "train a")
+    assert first["wall_time_s"] == 50 and first["command"] == "train a"
+    assert first["init_from"] == {
+        "checkpoint": str(src),
+        "training": json.loads((src.parent / "TRAINING.json").read_text()),
+    }
+    asked.update(resume=True, init_from=None)
+    resumed = train_policy.run_history(first, argparse.Namespace(**asked), 20, "train b")
+    assert resumed == {**first, "wall_time_s": 70, "command": "train a && train b"}
+    asked.update(resume=False, keep=True)
+    kept = train_policy.run_history(resumed, argparse.Namespace(**asked), 5, "keep")
+    assert kept["wall_time_s"] is None and kept["init_from"] == first["init_from"]
