@@ -24,7 +24,6 @@ def prepare_warm_start(src: Path, dst: Path, image_size: tuple[int, int]) -> lis
     """Write `src`'s weights, with the policy resized to `image_size`, to `dst` (replaced).
     Returns the tensors rebuilt for the new size rather than copied. SystemExit naming what
     does not fit: not a diffusion checkpoint, or a weight whose shape the size would change."""
-    import torch
     from lerobot.configs.policies import PreTrainedConfig
     from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
     from safetensors.torch import load_file
@@ -53,8 +52,7 @@ def prepare_warm_start(src: Path, dst: Path, image_size: tuple[int, int]) -> lis
             f"warm start: at {image_size[0]}x{image_size[1]} these weights change "
             f"shape, so they cannot be carried over: {reshaped[:3]}"
         )
-    with torch.no_grad():
-        policy.load_state_dict({k: weights[k] if k not in rebuilt else target[k] for k in target})
+    policy.load_state_dict({k: weights[k] if k not in rebuilt else target[k] for k in target})
     if dst.exists():
         shutil.rmtree(dst)
     policy.save_pretrained(dst)
