@@ -66,14 +66,20 @@ def run_dataset(saved: dict, asked: Path | None, out: Path) -> tuple[Path, int |
 
 
 def run_settings(saved: dict | None, args: argparse.Namespace) -> dict:
-    """Batch, device and image size the run trains with: a resumed or kept run's own (its
+    """Batch, device, image size and crop the run trains with: a resumed or kept run's own (its
     train_config.json), whatever the command line says (lerobot-train resumes with those)."""
     if saved is None:
-        return {"batch_size": args.batch_size, "device": args.device, "image_size": args.image_size}
+        return {
+            "batch_size": args.batch_size,
+            "device": args.device,
+            "image_size": args.image_size,
+            "crop_ratio": args.crop_ratio,
+        }
     return {
         "batch_size": saved["batch_size"],
         "device": saved["policy"]["device"],
         "image_size": saved["policy"]["resize_shape"],
+        "crop_ratio": saved["policy"].get("crop_ratio", 1.0),
     }
 
 
@@ -87,6 +93,7 @@ def lerobot_train_args(
     device: str,
     image_size: tuple[int, int] = (96, 128),
     init_from: Path | None = None,
+    crop_ratio: float = 1.0,
 ) -> list[str]:
     # A warm start is lerobot's fine-tuning: the policy (config and weights) from a folder.
     policy = f"--policy.path={init_from}" if init_from else "--policy.type=diffusion"
@@ -105,7 +112,7 @@ def lerobot_train_args(
         "--policy.horizon=16",
         "--policy.n_action_steps=16",
         "--policy.drop_n_last_frames=0",
-        "--policy.crop_ratio=1.0",
+        f"--policy.crop_ratio={crop_ratio}",
         "--policy.optimizer_lr=3e-4",
         "--policy.scheduler_warmup_steps=100",
         "--wandb.enable=false",
@@ -117,6 +124,14 @@ def lerobot_train_args(
         "--seed=1000",
         f"--output_dir={out}",
     ]
+
+
+def crop_ratio(text: str) -> float:
+    """argparse type: a share of the image in (0, 1]."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"{text}: a crop ratio is in (0, 1]")
+    return value
 
 
 def main() -> None:
@@ -137,6 +152,14 @@ def main() -> None:
         metavar=("H", "W"),
         help="what the policy sees: every camera resized to H x W inside the policy "
         "(48 64 trains ~3x faster than 96 128 on a CPU)",
+    )
+    parser.add_argument(
+        "--crop-ratio",
+        type=crop_ratio,
+        default=1.0,
+        metavar="R",
+        help="train on random crops of R x the image (0.9: Diffusion Policy's shift "
+        "augmentation); served policies see the centre crop. 1.0: no crop",
     )
     parser.add_argument("--out", default=str(REPO / "outputs" / "train"))
     parser.add_argument(
@@ -196,7 +219,9 @@ def main() -> None:
         warm = None
         if args.init_from:
             warm = Path(args.out) / f"{name}.init"  # outside `out`, which lerobot-train creates
-            rebuilt = prepare_warm_start(args.init_from, warm, tuple(args.image_size))
+            rebuilt = prepare_warm_start(
+                args.init_from, warm, tuple(args.image_size), args.crop_ratio
+            )
             print(
                 f"starting from {args.init_from} at {args.image_size[0]}x{args.image_size[1]}"
                 f" ({len(rebuilt)} coordinate grids rebuilt for the new size)",
@@ -214,6 +239,7 @@ def main() -> None:
                 args.device,
                 tuple(args.image_size),
                 warm,
+                args.crop_ratio,
             ),
         ]
     t0 = time.time()

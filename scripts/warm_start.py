@@ -14,14 +14,18 @@ with the dataset's).
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
 GRID_SUFFIX = "pos_grid"  # SpatialSoftmax's buffer: what a new image size may change
 
 
-def prepare_warm_start(src: Path, dst: Path, image_size: tuple[int, int]) -> list[str]:
-    """Write `src`'s weights, with the policy resized to `image_size`, to `dst` (replaced).
+def prepare_warm_start(
+    src: Path, dst: Path, image_size: tuple[int, int], crop_ratio: float = 1.0
+) -> list[str]:
+    """Write `src`'s weights, with the policy resized to `image_size` (and cropped to
+    `crop_ratio` of it, lerobot's `crop_ratio`), to `dst` (replaced).
     Returns the tensors rebuilt for the new size rather than copied. SystemExit naming what
     does not fit: not a diffusion checkpoint, or a weight whose shape the size would change."""
     from lerobot.configs.policies import PreTrainedConfig
@@ -33,9 +37,14 @@ def prepare_warm_start(src: Path, dst: Path, image_size: tuple[int, int]) -> lis
     config = PreTrainedConfig.from_pretrained(src)
     if config.type != "diffusion":
         raise SystemExit(f"warm start: {src} is a {config.type} policy, not diffusion")
-    config.resize_shape = (int(image_size[0]), int(image_size[1]))
-    config.device = "cpu"
-    config.pretrained_path = None
+    # replace() runs the config's __post_init__, which derives the crop from size and ratio.
+    config = dataclasses.replace(
+        config,
+        resize_shape=(int(image_size[0]), int(image_size[1])),
+        crop_ratio=float(crop_ratio),
+        device="cpu",
+        pretrained_path=None,
+    )
     policy = DiffusionPolicy(config)
     target = policy.state_dict()
     weights = load_file(str(src / "model.safetensors"))

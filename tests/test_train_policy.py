@@ -82,13 +82,24 @@ def test_a_resumed_run_records_its_own_settings() -> None:
     import argparse
 
     saved = {"batch_size": 8, "policy": {"device": "cuda", "resize_shape": [48, 64]}}
-    asked = argparse.Namespace(batch_size=16, device="cpu", image_size=[96, 128])
+    asked = argparse.Namespace(batch_size=16, device="cpu", image_size=[96, 128], crop_ratio=0.9)
     assert train_policy.run_settings(saved, asked) == {
         "batch_size": 8,
         "device": "cuda",
         "image_size": [48, 64],
+        "crop_ratio": 1.0,  # a run saved before crops were asked for trained without
     }
     assert train_policy.run_settings(None, asked)["image_size"] == [96, 128]
+    assert train_policy.run_settings(None, asked)["crop_ratio"] == 0.9
+
+
+@pytest.mark.parametrize("text", ["0", "-0.5", "1.5", "nan"])
+def test_a_crop_ratio_outside_0_1_is_refused(text: str) -> None:
+    import argparse
+
+    with pytest.raises(argparse.ArgumentTypeError, match="crop ratio is in"):
+        train_policy.crop_ratio(text)
+    assert train_policy.crop_ratio("0.9") == 0.9
 
 
 def test_a_warm_start_carries_every_weight_to_the_new_image_size(tmp_path: Path) -> None:
@@ -127,6 +138,24 @@ def test_a_warm_started_run_is_lerobots_fine_tuning(tmp_path: Path) -> None:
     )
     assert f"--policy.path={init}" in args and "--policy.type=diffusion" not in args
     assert "--policy.resize_shape=[96,128]" in args
+    assert "--policy.crop_ratio=1.0" in args  # no crop unless asked
+    cropped = train_policy.lerobot_train_args(
+        "stack", tmp_path, [0, 1], 100, 16, tmp_path / "out", "cpu", (96, 128), init, 0.9
+    )
+    assert "--policy.crop_ratio=0.9" in cropped
+
+
+def test_a_warm_start_can_add_random_crops(tmp_path: Path) -> None:
+    from lerobot.policies.diffusion.modeling_diffusion import DiffusionPolicy
+
+    from scripts.warm_start import prepare_warm_start
+    from workers.tasks import TASKS
+
+    dst = tmp_path / "stack.init"
+    prepare_warm_start(TASKS["stack"].checkpoint, dst, (96, 128), 0.9)
+    policy = DiffusionPolicy.from_pretrained(dst)
+    assert tuple(policy.config.crop_shape) == (86, 115)  # lerobot's own derivation
+    assert policy.diffusion.rgb_encoder.do_crop
 
 
 def test_a_resumed_warm_started_run_keeps_its_history(tmp_path: Path) -> None:
