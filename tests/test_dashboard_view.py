@@ -17,7 +17,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from bus import Message
 from bus.clock import now
 from workers.dashboard.config import DashboardConfig
-from workers.dashboard.view import SIM_RECENT, BusView, drops_of
+from workers.dashboard.values import drops_of
+from workers.dashboard.view import SIM_RECENT, BusView
 from workers.dashboard.web import Pages, is_loopback_address, make_app, parse_command
 
 

@@ -10,7 +10,7 @@ import struct
 import cv2
 
 from bus import Message
-from workers.dashboard.view import jsonable
+from workers.dashboard.values import jsonable
 
 FRAME_TAG = b"F"  # first byte of a binary WebSocket message carrying a camera frame
 

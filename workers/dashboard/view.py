@@ -9,13 +9,21 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from bus import Message, topics
 from bus.clock import now as bus_now
 from bus.log import Throttle
+from workers.dashboard.values import (
+    drops_of,
+    flatten,
+    is_number,
+    jsonable,
+    rate_of,
+    round_list,
+    stamp,
+)
 from workers.tasks import TASKS
 
 STATIC = Path(__file__).with_name("static")
@@ -30,73 +38,6 @@ CONTROL_TOPICS = {"estop": topics.event("estop"), "record": topics.event("record
 TASK_NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 THROTTLE = Throttle(10.0)
 SIM_RECENT = 20  # simulated episodes' outcomes listed on the page
-
-
-def jsonable(value: Any, depth: int = 0) -> Any:
-    """Bus data as plain JSON: NaN/inf become null, numpy scalars numbers, long text is cut."""
-    if depth > 6:
-        return "…"
-    if value is None or isinstance(value, bool | int):
-        return value
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, str):
-        return value if len(value) <= 500 else value[:500] + "…"
-    if isinstance(value, np.generic):
-        return jsonable(value.item(), depth)
-    if isinstance(value, dict):
-        return {str(k): jsonable(v, depth + 1) for k, v in list(value.items())[:200]}
-    if isinstance(value, list | tuple):
-        return [jsonable(v, depth + 1) for v in value[:200]]
-    if isinstance(value, np.ndarray):
-        return jsonable(value.tolist() if value.size <= 200 else f"array{value.shape}", depth)
-    if isinstance(value, bytes | bytearray | memoryview):
-        return f"<{len(value)} bytes>"
-    return str(value)[:200]
-
-
-def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
-    """{"bus": {"lost": 1}} -> {"bus.lost": 1}."""
-    if not isinstance(data, dict):
-        return {prefix: data} if prefix else {}
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}.{key}" if prefix else str(key)
-        if isinstance(value, dict):
-            out.update(flatten(value, name))
-        else:
-            out[name] = value
-    return out
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def drops_of(data: dict) -> dict[str, float]:
-    """The nonzero counters of a health report's `drops` (the envelope: bus/health.py)."""
-    drops = data.get("drops")
-    if not isinstance(drops, dict):
-        return {}
-    return {str(k): v for k, v in drops.items() if _number(v) and v}
-
-
-def rate_of(data: dict) -> float | None:
-    """A health report's `rate_hz` (the envelope: bus/health.py)."""
-    rate = data.get("rate_hz")
-    return float(rate) if _number(rate) else None
-
-
-def round_list(values: np.ndarray, digits: int = 3) -> list[float]:
-    return [round(float(v), digits) for v in values]
-
-
-def stamp(msg: Message) -> float:
-    """A message's capture time (its send time, or now, when that is missing or not finite)."""
-    for t in (msg.t_cap, msg.t_send):
-        if isinstance(t, float | int) and math.isfinite(t) and t > 0:
-            return float(t)
-    return bus_now()
 
 
 class SeqRate:
@@ -248,7 +189,7 @@ class BusView:
     def _on_action(self, arm: str, msg: Message, seen: float) -> None:
         goal = msg.arrays["goal"]
         t_exec = msg.data.get("t_exec")
-        t = float(t_exec) if _number(t_exec) and math.isfinite(t_exec) else stamp(msg)
+        t = float(t_exec) if is_number(t_exec) and math.isfinite(t_exec) else stamp(msg)
         info = self.arms.setdefault(arm, {})
         info.update(action_src=msg.src, action_rate=self._rate(msg), action_seen=seen)
         self._add_sample("a", arm, t, goal)
@@ -275,8 +216,8 @@ class BusView:
             "dim": int(dim),
             "arms": arms,
             "per_arm": per_arm,
-            "t_obs": t_obs if _number(t_obs) and math.isfinite(t_obs) else stamp(msg),
-            "dt": dt if _number(dt) and math.isfinite(dt) and dt > 0 else None,
+            "t_obs": t_obs if is_number(t_obs) and math.isfinite(t_obs) else stamp(msg),
+            "dt": dt if is_number(dt) and math.isfinite(dt) and dt > 0 else None,
             "latency_s": jsonable(data.get("latency_s")),
             "seen": seen,
         }
@@ -435,6 +376,6 @@ class BusView:
         frames = [
             c["frame"]
             for c in self.cameras.values()
-            if c.get("episode") == self.episode.get("episode") and _number(c.get("frame"))
+            if c.get("episode") == self.episode.get("episode") and is_number(c.get("frame"))
         ]
         return {**self.episode, "frame": max(frames) if frames else None}
