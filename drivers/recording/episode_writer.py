@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import json
 import logging
 import os
@@ -17,6 +16,7 @@ import numpy as np
 
 from drivers.recording.errors import RecordingError, _describe_os_error, _os_error_in
 from drivers.recording.features import IMAGES_PREFIX, DatasetSpec, feature_differences, time_key
+from drivers.recording.folder import FolderLock, probe_writable
 from drivers.recording.journal import (
     META_FILES,
     REPORTS_DIR,
@@ -69,8 +69,7 @@ class EpisodeWriter:
         self.encoder = encoder or EncoderSettings()
         self.min_frames = max(2, min_frames)
         self.staging = self.root.parent / f".{self.root.name}.first-episode"
-        self._lock_path = self.root.parent / f".{self.root.name}.lock"
-        self._lock_fd: int | None = None
+        self._lock = FolderLock(self.root)
         self._ds = None
         self._task = ""
         self._held: dict | None = None
@@ -94,7 +93,7 @@ class EpisodeWriter:
     def open(self) -> list[str]:
         """Lock the folder, recover it, check it can be appended to. Returns the recovery
         actions taken (to be logged). Raises RecordingError."""
-        self._lock()
+        self._lock.acquire()
         actions = []
         if self.staging.exists():
             shutil.rmtree(self.staging)
@@ -122,7 +121,7 @@ class EpisodeWriter:
                     "meta/info.json): choose another --root",
                     "mismatch",
                 )
-        self._probe_writable()
+        probe_writable(self.root)
         self._setup_libraries()
         return actions
 
@@ -133,34 +132,6 @@ class EpisodeWriter:
             "folder, or record the streams it holds",
             "mismatch",
         )
-
-    def _lock(self) -> None:
-        try:
-            self.root.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self._lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as exc:
-            raise _describe_os_error(exc, str(self.root.parent)) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise RecordingError(
-                f"{self.root} is being recorded by another process (lock {self._lock_path})", "busy"
-            ) from None
-        self._lock_fd = fd
-
-    def _probe_writable(self) -> None:
-        where = self.root if self.root.is_dir() else self.root.parent
-        dirs = [where] + [
-            self.root / d for d in ("meta", "data", "videos") if (self.root / d).is_dir()
-        ]
-        for d in dirs:
-            probe = d / f".write-probe-{os.getpid()}"
-            try:
-                probe.write_bytes(b"x")
-                probe.unlink()
-            except OSError as exc:
-                raise _describe_os_error(exc, str(d)) from exc
 
     def _setup_libraries(self) -> None:
         import av
@@ -437,9 +408,7 @@ class EpisodeWriter:
         self._drop_prepared()
         if self._ds is not None:
             self.abort()
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)
-            self._lock_fd = None
+        self._lock.release()
 
 
 def _json_default(obj: Any) -> Any:
