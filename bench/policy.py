@@ -27,7 +27,8 @@ import torch
 
 from bench.common import REPO, emit, hub_process, ipc_bus, met, pct, rss_mb, table
 from bus import BusConfig, ServiceClient, Subscriber
-from drivers.policy import STATE_KEY, PolicyRunner, save_random_checkpoint
+from drivers.policy import STATE_KEY, PolicyRunner
+from drivers.random_checkpoint import save_random_checkpoint
 from drivers.replay import DatasetReplay
 from workers.tasks import TASKS
 

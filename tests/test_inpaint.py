@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from drivers.inpaint import Prefix, PrefixError, prefix_weights
-from drivers.policy import PolicyRunner, save_random_checkpoint
+from drivers.policy import PolicyRunner
+from drivers.random_checkpoint import save_random_checkpoint
 
 FRONT = {"front": (96, 128)}
 SMALL_DP = dict(down_dims=(32, 64, 128), horizon=16, n_action_steps=8, resize_shape=(96, 128))

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from bus import BusConfig, ServiceClient, ServiceError
-from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner, save_random_checkpoint
+from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner
+from drivers.random_checkpoint import save_random_checkpoint
 
 from conftest import bus_args, wait_until
 

@@ -26,8 +26,9 @@ the bus, with `BackgroundWriter` keeping the encoding off the thread that drains
 
 Modules, one job each: `features` (what a recording holds), `video` (encoding while recording),
 `lerobot_compat` (every use of lerobot's internals), `journal` (the atomic commit, recovery),
-`folder` (one recorder per folder, a write probe), `episode_writer` (one episode), `background` (the writer's own thread), `episode_recorder`
-(samples and markers in, aligned frames to the writer: the recorder worker's core).
+`folder` (one recorder per folder, a write probe), `episode_writer` (one episode), `background`
+(the writer's own thread), `episode_recorder` (samples and markers in, aligned frames to the
+writer: the recorder worker's core).
 """
 
 from drivers.recording.background import BackgroundWriter, BacklogStats
