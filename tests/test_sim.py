@@ -6,6 +6,7 @@ the processes on the bus are in test_sim_stack.py.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -286,8 +287,11 @@ def test_a_failure_says_where_the_cubes_are() -> None:
     world = SimWorld("sort")
     init = world.reset(2)
     x, y, z = init.cubes["red"][:3]
-    assert f"red at ({x:.3f}, {y:.3f}, {z:.3f}) m" in world.where()
+    assert f"red at ({x:.3f}, {y:.3f}, {z:.3f}) m, moved 0.0 cm" in world.where()
     adr = world.cube_qpos["blue"]
     world.data.qpos[adr : adr + 3] = [*scenes.BIN_CENTRES["blue"], 0.02]  # dropped in its bin
+    red = world.cube_qpos["red"]
+    world.data.qpos[red + 1] += 0.05  # pushed 5 cm sideways
     world.advance(1.0)
-    assert "blue in its bin" in world.where() and "red at (" in world.where()
+    assert "blue in its bin" in world.where()
+    assert re.search(r"red at \(.*\) m, moved (4\.\d|5\.\d) cm", world.where()), world.where()

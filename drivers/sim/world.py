@@ -209,15 +209,23 @@ class SimWorld:
         return None
 
     def where(self) -> str:
-        """Where the cubes are, for a failure's reason: "red in its bin, blue at (x, y, z) m"."""
+        """Where the cubes are, for a failure's reason: "red in its bin, blue at (x, y, z) m,
+        moved 4.2 cm". How far each moved from its start tells a grasp never tried (0 cm) from
+        one that pushed the cube (a few cm) or a cube carried and set down wrong."""
         parts = []
         for cube in self.scene.cubes:
             if self.scene.task == "sort" and self._in_bin(cube):
                 parts.append(f"{cube} in its bin")
                 continue
-            x, y, z = self.cube_position(cube)
-            held = ", touching an arm" if self.touching_arm(cube) else ""
-            parts.append(f"{cube} at ({x:.3f}, {y:.3f}, {z:.3f}) m{held}")
+            p = self.cube_position(cube)
+            x, y, z = p
+            text = f"{cube} at ({x:.3f}, {y:.3f}, {z:.3f}) m"
+            if self.init is not None:
+                start = np.asarray(self.init.cubes[cube][:3])
+                text += f", moved {100 * np.linalg.norm(p - start):.1f} cm"
+            if self.touching_arm(cube):
+                text += ", touching an arm"
+            parts.append(text)
         return ", ".join(parts)
 
     def _condition(self) -> bool:
