@@ -27,9 +27,7 @@ def save_random_checkpoint(
     **config,
 ) -> Path:
     """Write a lerobot `pretrained_model` folder with random weights and neutral statistics.
-
-    For tests and benchmarks: the real architecture and lerobot's own files (config, weights,
-    processors), nothing learned. `cameras` maps feature names' suffixes to (H, W)."""
+    `cameras` maps feature names' suffixes to (H, W)."""
     from lerobot.configs.types import FeatureType, PolicyFeature
     from lerobot.policies.factory import (
         get_policy_class,

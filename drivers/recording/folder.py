@@ -11,7 +11,7 @@ from drivers.recording.errors import RecordingError, _describe_os_error
 
 
 class FolderLock:
-    """An exclusive flock on `.<name>.lock` beside the dataset folder; released by close() or
+    """An exclusive flock on `.<name>.lock` beside the dataset folder; released by release() or
     by the process ending (the kernel drops it), so a crashed recorder never leaves it held."""
 
     def __init__(self, root: Path):
