@@ -302,6 +302,10 @@ def warm_start_record(src: Path) -> dict:
     return record
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def run_training(cmd: list[str]) -> bool:
     """lerobot-train, offline. True when it ran to the end; False when stopped (Ctrl-C,
     SIGTERM): it is then stopped too, and what it saved (a checkpoint every 500 steps) stays."""
@@ -311,7 +315,9 @@ def run_training(cmd: list[str]) -> bool:
 
     signal.signal(signal.SIGTERM, on_term)
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
-    child = subprocess.Popen(cmd, env=env, cwd=REPO)
+    # A shell's background job (`nohup ... &`) starts with SIGINT ignored, and a child inherits
+    # that: lerobot-train would then never see the SIGINT below and be killed at the timeout.
+    child = subprocess.Popen(cmd, env=env, cwd=REPO, preexec_fn=_default_sigint)
     try:
         code = child.wait()
     except KeyboardInterrupt:

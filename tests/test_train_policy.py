@@ -45,6 +45,40 @@ def test_sigterm_stops_the_training_child_and_says_so(restore_sigterm, tmp_path:
     assert stopped.exists()  # the child got SIGINT and ended (not left running)
 
 
+@pytest.fixture
+def sigint_ignored():
+    """As in a shell's background job (`nohup train_policy.py ... &`)."""
+    saved = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    yield
+    signal.signal(signal.SIGINT, saved)
+
+
+def test_a_background_run_still_stops_its_child(
+    restore_sigterm, sigint_ignored, tmp_path: Path
+) -> None:
+    """lerobot-train installs no SIGINT handler: the child must start with the default one,
+    or the SIGINT it is sent is ignored and the run waits out the kill timeout."""
+    ready, stopped = tmp_path / "child-ready", tmp_path / "child-stopped"
+    child = (
+        "import time\n"
+        f"open({str(ready)!r}, 'w').close()\n"
+        "try:\n"
+        "    time.sleep(120)\n"
+        "except KeyboardInterrupt:\n"
+        f"    open({str(stopped)!r}, 'w').close()\n"
+    )
+
+    def terminate_once_training() -> None:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=terminate_once_training, daemon=True).start()
+    assert train_policy.run_training([sys.executable, "-c", child]) is False
+    assert stopped.exists()  # ended by the SIGINT (KeyboardInterrupt), not killed at the timeout
+
+
 def test_a_failing_training_is_an_error(restore_sigterm) -> None:
     with pytest.raises(SystemExit, match="lerobot-train failed \\(exit 3\\)"):
         train_policy.run_training([sys.executable, "-c", "raise SystemExit(3)"])
