@@ -37,28 +37,6 @@ def run(args: list[str], timeout: float, check: bool = True) -> subprocess.Compl
     return done
 
 
-def evaluate_checkpoint_and_hold(
-    tmp_path: Path, task: str, episodes: int, episode_s: float
-) -> dict:
-    """The task's shipped sim checkpoint and holding still, on seeds 1000.."""
-    out = tmp_path / "eval.json"
-    run(
-        [
-            "-m",
-            "workers.evaluate",
-            f"--task={task}",
-            f"--episodes={episodes}",
-            "--seed=1000",
-            "--contenders=[checkpoint,hold]",
-            f"--episode_s={episode_s}",
-            f"--out={out}",
-            f"--logs={tmp_path / 'logs'}",
-        ],
-        timeout=900,
-    )
-    return json.loads(out.read_text())["contenders"]
-
-
 def test_wilson_interval_and_contender_names() -> None:
     low, high = wilson(8, 10)
     assert 0.49 < low < 0.5 and 0.94 < high < 0.95  # the textbook 80 % of 10
@@ -162,7 +140,22 @@ def test_the_shipped_sim_checkpoint_beats_holding_still(tmp_path: Path) -> None:
     about four episodes in five (42 of 50, docs/closed_loop.md), so 5 episodes all failing
     would happen about once in 10,000 runs."""
     assert checkpoint_camera_sizes(SIM_CHECKPOINT) == {"front": (96, 128)}
-    report = evaluate_checkpoint_and_hold(tmp_path, "lift", episodes=5, episode_s=10)
+    out = tmp_path / "eval.json"
+    run(
+        [
+            "-m",
+            "workers.evaluate",
+            "--task=lift",
+            "--episodes=5",
+            "--seed=1000",
+            "--contenders=[checkpoint,hold]",
+            "--episode_s=10",
+            f"--out={out}",
+            f"--logs={tmp_path / 'logs'}",
+        ],
+        timeout=900,
+    )
+    report = json.loads(out.read_text())["contenders"]
     assert report["hold"]["successes"] == 0, report["hold"]
     assert report["checkpoint"]["successes"] >= 1, report["checkpoint"]
 

@@ -22,6 +22,18 @@ def restore_sigterm():
     signal.signal(signal.SIGTERM, saved)
 
 
+def terminate_once(ready: Path) -> None:
+    """SIGTERM this process, as `kill` or supervisord would, once the child says it runs."""
+
+    def wait_then_terminate() -> None:
+        deadline = time.monotonic() + 60
+        while not ready.exists() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=wait_then_terminate, daemon=True).start()
+
+
 def test_sigterm_stops_the_training_child_and_says_so(restore_sigterm, tmp_path: Path) -> None:
     ready, stopped = tmp_path / "child-ready", tmp_path / "child-stopped"
     child = (
@@ -33,13 +45,7 @@ def test_sigterm_stops_the_training_child_and_says_so(restore_sigterm, tmp_path:
         "time.sleep(120)\n"
     )
 
-    def terminate_once_training() -> None:  # as `kill` or supervisord would
-        deadline = time.monotonic() + 60
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=terminate_once_training, daemon=True).start()
+    terminate_once(ready)
     finished = train_policy.run_training([sys.executable, "-c", child])
     assert finished is False
     assert stopped.exists()  # the child got SIGINT and ended (not left running)
@@ -68,13 +74,7 @@ def test_a_background_run_still_stops_its_child(
         f"    open({str(stopped)!r}, 'w').close()\n"
     )
 
-    def terminate_once_training() -> None:
-        deadline = time.monotonic() + 60
-        while not ready.exists() and time.monotonic() < deadline:
-            time.sleep(0.05)
-        os.kill(os.getpid(), signal.SIGTERM)
-
-    threading.Thread(target=terminate_once_training, daemon=True).start()
+    terminate_once(ready)
     assert train_policy.run_training([sys.executable, "-c", child]) is False
     assert stopped.exists()  # ended by the SIGINT (KeyboardInterrupt), not killed at the timeout
 
