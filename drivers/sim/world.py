@@ -218,11 +218,9 @@ class SimWorld:
                 parts.append(f"{cube} in its bin")
                 continue
             p = self.cube_position(cube)
-            x, y, z = p
-            text = f"{cube} at ({x:.3f}, {y:.3f}, {z:.3f}) m"
-            if self.init is not None:
-                start = np.asarray(self.init.cubes[cube][:3])
-                text += f", moved {100 * np.linalg.norm(p - start):.1f} cm"
+            start = np.asarray(self.init.cubes[cube][:3])  # reset() in __init__ set it
+            text = f"{cube} at ({p[0]:.3f}, {p[1]:.3f}, {p[2]:.3f}) m"
+            text += f", moved {100 * np.linalg.norm(p - start):.1f} cm"
             if self.touching_arm(cube):
                 text += ", touching an arm"
             parts.append(text)
