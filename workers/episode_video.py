@@ -6,15 +6,18 @@
     videos.close()       # videos.written: {episode: path of its MP4}
 
 The simulator's start event opens an episode's film (only the first `first` episodes: frames
-are kept in memory until the end, ~40 kB a frame at 96x128), its outcome event closes and
-writes it. H.264 through PyAV, the encoder the recorder uses, so browsers and the README play
-it. Camera frames it cannot keep up with are dropped by its own subscriber, never the
-evaluation's events.
+are kept in memory until the end, ~40 kB a camera frame at 96x128), its outcome event closes
+and writes it. The film runs on the frames' capture times, not on their count: a camera that
+delivers 19 frames a second with the policy running still makes a film that plays in real
+time, its clock reading what the evaluation's JSON says. H.264 through PyAV, the encoder the
+recorder uses, so browsers and the README play it. Camera frames it cannot keep up with are
+dropped by its own subscriber, never the evaluation's events.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -50,7 +53,9 @@ class EpisodeVideos(threading.Thread):
         self.seed: int | None = None
         self.verdict = ""
         self.latest: dict[str, np.ndarray] = {}
-        self.frames: list[np.ndarray] = []
+        self.t_start = 0.0  # the start event's capture time: the film's zero
+        # (seconds after t_start, the cameras side by side at their own size), in arrival order
+        self.shots: list[tuple[float, np.ndarray]] = []
 
     def run(self) -> None:
         sub = Subscriber(self.bus, [topics.event("sim"), *self.topics], mode="every")
@@ -75,10 +80,10 @@ class EpisodeVideos(threading.Thread):
             phase, episode = msg.data.get("phase"), msg.data.get("episode")
             if phase == "start" and isinstance(episode, int) and episode < self.first:
                 self.episode, self.seed, self.verdict = episode, msg.data.get("seed"), ""
-                self.latest, self.frames = {}, []
+                self.t_start, self.latest, self.shots = msg.t_cap, {}, []
             elif phase == "outcome" and episode == self.episode:
                 self.verdict = "SUCCESS" if msg.data.get("success") else "FAILURE"
-                if (path := self._write()) is not None:
+                if (path := self._write(msg.t_cap - self.t_start)) is not None:
                     self.written[episode] = path
             return
         if self.episode is None or msg.topic not in self.topics:
@@ -86,25 +91,38 @@ class EpisodeVideos(threading.Thread):
         image = msg.arrays.get("image")
         if image is None or image.ndim != 3 or image.shape[2] != 3:
             return
+        if msg.t_cap < self.t_start:
+            return  # rendered before this episode's scene
         self.latest[msg.topic] = image
-        # One video frame per frame of the first camera, once every camera has sent one.
+        # One shot per frame of the first camera, once every camera has sent one.
         if msg.topic == self.topics[0] and len(self.latest) == len(self.topics):
-            self.frames.append(self._tile())
+            self.shots.append((msg.t_cap - self.t_start, self._side_by_side()))
 
-    def _write(self) -> Path | None:
-        frames, self.frames, self.episode = self.frames, [], None
-        if not frames:  # no camera frame came in time: nothing to film
+    def _write(self, end_s: float) -> Path | None:
+        shots, self.shots, self.episode = self.shots, [], None
+        if not shots:  # no camera frame came in time: nothing to film
             return None
-        last = frames[-1].copy()
-        at = (8, last.shape[0] - 12)
-        _text(last, self.verdict, at, 1.0)
-        frames += [last] * int(VERDICT_S * self.fps)
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{self.label.replace('/', '-')}_seed{self.seed}.mp4"
-        write_mp4(path, frames, self.fps)
+        write_mp4(path, self._frames(shots, end_s), self.fps)
         return path
 
-    def _tile(self) -> np.ndarray:
+    def _frames(self, shots: list[tuple[float, np.ndarray]], end_s: float) -> Iterator[np.ndarray]:
+        """Until the outcome (`end_s`), frame k shows the newest shot captured by k / fps, with
+        that clock on it; then the last shot with the verdict, held VERDICT_S."""
+        newest = 0
+        frame = shots[0][1]
+        for k in range(int(max(end_s, shots[-1][0]) * self.fps) + 1):
+            while newest + 1 < len(shots) and shots[newest + 1][0] <= k / self.fps:
+                newest += 1
+            frame = self._film_frame(shots[newest][1], k / self.fps)
+            yield frame
+        frame = frame.copy()
+        _text(frame, self.verdict, (8, frame.shape[0] - 12), 1.0)
+        for _ in range(int(VERDICT_S * self.fps)):
+            yield frame
+
+    def _side_by_side(self) -> np.ndarray:
         height = self.latest[self.topics[0]].shape[0]
         parts = []
         for topic in self.topics:
@@ -113,12 +131,13 @@ class EpisodeVideos(threading.Thread):
                 width = round(image.shape[1] * height / image.shape[0])
                 image = cv2.resize(image, (width, height), interpolation=cv2.INTER_AREA)
             parts.append(image)
-        tile = np.hstack(parts)
-        tile = cv2.resize(tile, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_LINEAR)
+        return np.hstack(parts)
+
+    def _film_frame(self, shot: np.ndarray, clock_s: float) -> np.ndarray:
+        tile = cv2.resize(shot, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_LINEAR)
         # H.264 with yuv420p wants even sides.
         tile = tile[: tile.shape[0] // 2 * 2, : tile.shape[1] // 2 * 2]
-        text = f"{self.label}  seed {self.seed}  {len(self.frames) / self.fps:4.1f} s"
-        _text(tile, text, (8, 22), 0.6)
+        _text(tile, f"{self.label}  seed {self.seed}  {clock_s:4.1f} s", (8, 22), 0.6)
         return tile
 
 
@@ -129,14 +148,15 @@ def _text(image: np.ndarray, text: str, at: tuple[int, int], scale: float) -> No
         cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, width, cv2.LINE_AA)
 
 
-def write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    """RGB frames of one size into an H.264 MP4."""
+def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int) -> None:
+    """RGB frames of one size (at least one) into an H.264 MP4."""
     with av.open(str(path), "w") as container:
         stream = container.add_stream("h264", fps, options={"crf": "28", "preset": "veryfast"})
         stream.pix_fmt = "yuv420p"
-        stream.height, stream.width = frames[0].shape[:2]
         stream.time_base = Fraction(1, fps)
         for i, image in enumerate(frames):
+            if i == 0:
+                stream.height, stream.width = image.shape[:2]
             frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
             frame.pts = i
             frame.time_base = Fraction(1, fps)
