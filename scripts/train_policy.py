@@ -66,20 +66,23 @@ def run_dataset(saved: dict, asked: Path | None, out: Path) -> tuple[Path, int |
 
 
 def run_settings(saved: dict | None, args: argparse.Namespace) -> dict:
-    """Batch, device, image size and crop the run trains with: a resumed or kept run's own (its
-    train_config.json), whatever the command line says (lerobot-train resumes with those)."""
+    """Batch, device, image size, crop and learning rate the run trains with: a resumed or kept
+    run's own (its train_config.json), whatever the command line says (lerobot-train resumes
+    with those)."""
     if saved is None:
         return {
             "batch_size": args.batch_size,
             "device": args.device,
             "image_size": args.image_size,
             "crop_ratio": args.crop_ratio,
+            "lr": args.lr,
         }
     return {
         "batch_size": saved["batch_size"],
         "device": saved["policy"]["device"],
         "image_size": saved["policy"]["resize_shape"],
         "crop_ratio": saved["policy"].get("crop_ratio", 1.0),
+        "lr": saved["policy"]["optimizer_lr"],
     }
 
 
@@ -94,6 +97,7 @@ def lerobot_train_args(
     image_size: tuple[int, int] = (96, 128),
     init_from: Path | None = None,
     crop_ratio: float = 1.0,
+    lr: float = 3e-4,
 ) -> list[str]:
     # A warm start is lerobot's fine-tuning: the policy (config and weights) from a folder.
     policy = f"--policy.path={init_from}" if init_from else "--policy.type=diffusion"
@@ -113,7 +117,7 @@ def lerobot_train_args(
         "--policy.n_action_steps=16",
         "--policy.drop_n_last_frames=0",
         f"--policy.crop_ratio={crop_ratio}",
-        "--policy.optimizer_lr=3e-4",
+        f"--policy.optimizer_lr={lr}",
         "--policy.scheduler_warmup_steps=100",
         "--wandb.enable=false",
         f"--batch_size={batch_size}",
@@ -160,6 +164,13 @@ def main() -> None:
         metavar="R",
         help="train on random crops of R x the image (0.9: Diffusion Policy's shift "
         "augmentation); served policies see the centre crop. 1.0: no crop",
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=3e-4,
+        help="peak learning rate of the cosine schedule (warm starts: 1e-4 disturbs the "
+        "weights less than a new run's 3e-4)",
     )
     parser.add_argument("--out", default=str(REPO / "outputs" / "train"))
     parser.add_argument(
@@ -240,6 +251,7 @@ def main() -> None:
                 tuple(args.image_size),
                 warm,
                 args.crop_ratio,
+                args.lr,
             ),
         ]
     t0 = time.time()

@@ -115,16 +115,23 @@ def test_a_resumed_run_keeps_its_dataset(tmp_path: Path) -> None:
 def test_a_resumed_run_records_its_own_settings() -> None:
     import argparse
 
-    saved = {"batch_size": 8, "policy": {"device": "cuda", "resize_shape": [48, 64]}}
-    asked = argparse.Namespace(batch_size=16, device="cpu", image_size=[96, 128], crop_ratio=0.9)
+    saved = {
+        "batch_size": 8,
+        "policy": {"device": "cuda", "resize_shape": [48, 64], "optimizer_lr": 3e-4},
+    }
+    asked = argparse.Namespace(
+        batch_size=16, device="cpu", image_size=[96, 128], crop_ratio=0.9, lr=1e-4
+    )
     assert train_policy.run_settings(saved, asked) == {
         "batch_size": 8,
         "device": "cuda",
         "image_size": [48, 64],
         "crop_ratio": 1.0,  # a run saved before crops were asked for trained without
+        "lr": 3e-4,
     }
     assert train_policy.run_settings(None, asked)["image_size"] == [96, 128]
     assert train_policy.run_settings(None, asked)["crop_ratio"] == 0.9
+    assert train_policy.run_settings(None, asked)["lr"] == 1e-4
 
 
 @pytest.mark.parametrize("text", ["0", "-0.5", "1.5", "nan"])
@@ -173,10 +180,11 @@ def test_a_warm_started_run_is_lerobots_fine_tuning(tmp_path: Path) -> None:
     assert f"--policy.path={init}" in args and "--policy.type=diffusion" not in args
     assert "--policy.resize_shape=[96,128]" in args
     assert "--policy.crop_ratio=1.0" in args  # no crop unless asked
+    assert "--policy.optimizer_lr=0.0003" in args
     cropped = train_policy.lerobot_train_args(
-        "stack", tmp_path, [0, 1], 100, 16, tmp_path / "out", "cpu", (96, 128), init, 0.9
+        "stack", tmp_path, [0, 1], 100, 16, tmp_path / "out", "cpu", (96, 128), init, 0.9, 1e-4
     )
-    assert "--policy.crop_ratio=0.9" in cropped
+    assert "--policy.crop_ratio=0.9" in cropped and "--policy.optimizer_lr=0.0001" in cropped
 
 
 def test_a_warm_start_can_add_random_crops(tmp_path: Path) -> None:
