@@ -17,6 +17,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -145,12 +146,21 @@ class Launch:
         return proc.returncode
 
     def close(self) -> None:
-        for name in reversed(list(self.procs)):
-            try:
-                self.stop(name)
-            except ProcessLookupError:
-                pass
-        shutil.rmtree(self._dir, ignore_errors=True)
+        # The processes are in their own sessions (a Ctrl-C reaches only this one): a second
+        # Ctrl-C here, or `uv run` passing on the one it got, must not cut the clean-up short
+        # and leave them running without their parent. Each stop still ends in SIGKILL.
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGINT, signal.SIG_IGN) if main else None
+        try:
+            for name in reversed(list(self.procs)):
+                try:
+                    self.stop(name)
+                except ProcessLookupError:
+                    pass
+            shutil.rmtree(self._dir, ignore_errors=True)
+        finally:
+            if main:
+                signal.signal(signal.SIGINT, previous)
 
     def __enter__(self) -> Launch:
         # A job stopped with SIGTERM (kill, a timeout) still stops its processes: the signal
