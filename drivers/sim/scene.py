@@ -87,6 +87,7 @@ def _load_arm(path: Path) -> mujoco.MjSpec:
     except Exception as exc:  # mujoco raises ValueError with the parser's message
         raise SceneError(f"cannot load the arm model {path}: {exc}") from None
     spec.meshdir = str(path.parent / spec.meshdir)
+    _render_lighter_meshes(spec, Path(spec.meshdir) / "render")
     # The fingertip pads: MuJoCo collides the jaw meshes as convex hulls, which touch a cube at
     # one point each; the pads (inert in the MJCF) give the cube two flat faces to be held by.
     for pad in ("fixed_jaw_pad", "moving_jaw_pad"):
@@ -95,6 +96,23 @@ def _load_arm(path: Path) -> mujoco.MjSpec:
         geom.friction = [1.5, 0.02, 0.002]
         geom.condim = 4
     return spec
+
+
+def _render_lighter_meshes(spec: mujoco.MjSpec, folder: Path) -> None:
+    """The geoms only cameras see (group 2) take the meshes of `folder`, ~1/5 the triangles
+    (scripts/decimate_meshes.py --render); the collision geoms keep the full ones. Software
+    rendering pays per triangle: the full meshes cost the simulator most of a core at 30 fps
+    with three cameras, and their detail is far below a pixel at 96x128."""
+    if not folder.is_dir():
+        return
+    lighter: dict[str, str] = {}
+    for mesh in list(spec.meshes):
+        if (folder / mesh.file).is_file():
+            lighter[mesh.name] = f"{mesh.name}_render"
+            spec.add_mesh(name=lighter[mesh.name], file=str(folder / mesh.file))
+    for geom in spec.geoms:
+        if geom.group == 2 and geom.meshname in lighter:
+            geom.meshname = lighter[geom.meshname]
 
 
 def _add_cube(world: mujoco.MjsBody, name: str, rgba: tuple) -> None:
