@@ -53,6 +53,25 @@ def test_wilson_interval_and_contender_names() -> None:
         Contender.parse("oracle")
 
 
+def test_hold_still_holds_the_first_pose_of_each_episode() -> None:
+    from bus import Message
+    from workers.stand_in_policy import StandInConfig, StandInPolicy
+
+    policy = StandInPolicy(StandInConfig(task="lift", step=0, hold_first=True, latency=0))
+
+    def ask(angle: float, t_obs: float) -> np.ndarray:
+        state = np.full(6, angle, np.float32)
+        request = Message("policy/lift", {"state.arm": state}, {"t_obs": t_obs})
+        return np.asarray(policy.handle(request).arrays["actions"])
+
+    policy.new_episode(10.0)
+    assert (ask(5.0, 9.9) == 5.0).all()  # observed before the start marker: not held yet
+    assert (ask(4.0, 10.1) == 4.0).all()  # the episode's first pose...
+    assert (ask(3.0, 10.5) == 4.0).all()  # ...held while the arm sags
+    policy.new_episode(20.0)
+    assert (ask(7.0, 20.1) == 7.0).all()  # the next episode holds its own
+
+
 @pytest.mark.timeout(600)
 def test_evaluation_through_the_stack_expert_succeeds_hold_fails(tmp_path: Path) -> None:
     out = tmp_path / "eval.json"

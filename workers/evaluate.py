@@ -115,8 +115,15 @@ def start_policy(
     elif contender.policy == "expert":
         launch.start("policy", "workers.expert_policy", task)
         launch.wait_for("policy", "ready: scripted expert")
-    else:  # step 0: every action is the observed state
-        launch.start("policy", "workers.stand_in_policy", task, "--step=0", "--latency=0.01")
+    else:  # hold still: every action is the episode's first observed pose
+        launch.start(
+            "policy",
+            "workers.stand_in_policy",
+            task,
+            "--step=0",
+            "--hold_first=true",
+            "--latency=0.01",
+        )
         launch.wait_for("policy", "ready: stand-in")
 
 
