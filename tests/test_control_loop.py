@@ -12,6 +12,12 @@ from bus import BusConfig, Publisher, Subscriber
 from conftest import bus_args, wait_until
 
 
+def start_replay(procs, cfg: BusConfig) -> None:
+    """The camera source, ready before control starts: on a slow machine its start-up (the
+    dataset's index and decoders) outlasted a short episode, which then ran without a frame."""
+    procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(cfg)).wait_for_output("ready:")
+
+
 def start(
     procs,
     cfg: BusConfig,
@@ -23,7 +29,7 @@ def start(
 ):
     env = {}
     if replay:
-        procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(cfg))
+        start_replay(procs, cfg)
     policy = procs(
         "policy",
         "-m",
@@ -103,7 +109,7 @@ def test_asking_ahead_of_time_stalls_far_less_than_the_synchronous_baseline(
     """The control loop's reason to exist: with a 250 ms policy and 16-action chunks, asking
     only when the queue is empty stalls at every chunk edge; asking ahead hides the latency."""
     stall = {}
-    procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(bus_cfg))
+    start_replay(procs, bus_cfg)
     procs(
         "policy",
         "-m",
@@ -235,7 +241,7 @@ def test_inpaint_join_sends_the_committed_actions_and_leaves_no_seam(bus_cfg, hu
 
 
 def test_two_workers_take_turns_and_a_killed_one_is_failed_over(bus_cfg, hub, procs) -> None:
-    procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(bus_cfg))
+    start_replay(procs, bus_cfg)
     workers = {}
     for name in ("a", "b"):
         workers[name] = procs(
