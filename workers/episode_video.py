@@ -111,7 +111,6 @@ class EpisodeVideos(threading.Thread):
         """Until the outcome (`end_s`), frame k shows the newest shot captured by k / fps, with
         that clock on it; then the last shot with the verdict, held VERDICT_S."""
         newest = 0
-        frame = shots[0][1]
         for k in range(int(max(end_s, shots[-1][0]) * self.fps) + 1):
             while newest + 1 < len(shots) and shots[newest + 1][0] <= k / self.fps:
                 newest += 1
