@@ -61,21 +61,26 @@ class Prefetcher[T]:
     def __iter__(self) -> Iterator[T]:
         while True:
             item = self._queue.get()
-            if item is self._END:
+            # After close(), a step the producer put while close() was draining is not handed out.
+            if item is self._END or self._stop.is_set():
                 return
             if isinstance(item, BaseException):
                 raise item
             yield item
 
-    def close(self) -> None:
-        self._stop.set()
-        while True:  # unblock a producer waiting on a full queue
+    def _drain(self) -> None:
+        while True:
             try:
                 self._queue.get_nowait()
             except queue.Empty:
-                break
+                return
+
+    def close(self) -> None:
+        self._stop.set()
+        self._drain()  # unblock a producer waiting on a full queue
         if self._thread is not threading.current_thread():
             self._thread.join(timeout=10)
+        self._drain()  # a put that was in flight during the first drain
         try:  # wake a consumer blocked in another thread; it ends its iteration
             self._queue.put_nowait(self._END)
         except queue.Full:

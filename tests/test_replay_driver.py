@@ -20,6 +20,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts"))
 
 from drivers.replay import DatasetReplay, ReplayError, split_arms  # noqa: E402
+from drivers.replay_video import Prefetcher  # noqa: E402
 
 LIFT = ROOT / "datasets" / "lift"
 SORT = ROOT / "datasets" / "sort"
@@ -223,6 +224,17 @@ def test_stopping_early_ends_the_decoder_thread(small: Path) -> None:
     replay.close()
     assert _replay_threads() == []
     assert list(gen) == []
+
+
+def test_a_closed_prefetcher_hands_out_nothing_more() -> None:
+    # The producer waits on a full queue; close() drains it, which lets that waiting put land.
+    # That late step must not reach the consumer (it did in CI: one step after replay.close()).
+    for _ in range(50):
+        pre = Prefetcher(iter(range(10**9)), 2, "test-prefetch")
+        items = iter(pre)
+        assert next(items) == 0
+        pre.close()
+        assert list(items) == []
 
 
 def test_two_arm_split() -> None:
