@@ -42,3 +42,26 @@ def test_a_15_fps_camera_films_in_real_time_with_the_episode_clock(tmp_path: Pat
         newest = max(0, int((k / 30 - 0.01) * CAMERA_FPS))  # captured by the frame's time
         gray = frames[k][36:60, 150:190].mean()
         assert abs(gray - 5 * newest) < 6, (k, gray, newest)
+
+
+def test_the_film_is_encoded_as_it_runs_and_an_unfinished_one_leaves_nothing(
+    tmp_path: Path,
+) -> None:
+    videos = EpisodeVideos(BusConfig(), tmp_path, ("front",), first=2, label="checkpoint/sync")
+    videos.on_message(sim_event("start", T_START, seed=3))
+    for i in range(60):
+        videos.on_message(shot("front", 4 * i, T_START + 0.01 + i / 30))
+    # Encoded while the episode runs (not kept in memory until its outcome)...
+    part = tmp_path / "checkpoint-sync_seed3.mp4.part"
+    assert videos.film is not None and videos.film.k == 60 and part.is_file()
+    # ...and the outcome never came: the next episode's start drops the half film.
+    videos.on_message(
+        Message(
+            topics.event("sim"), data={"phase": "start", "episode": 1, "seed": 4}, t_cap=T_START + 5
+        )
+    )
+    assert list(tmp_path.iterdir()) == [] and videos.written == {}
+    videos.on_message(shot("front", 9, T_START + 5.1))
+    videos.stop.set()
+    videos.run()  # the thread's end (here, with nothing queued) drops an open film too
+    assert list(tmp_path.iterdir()) == [] and videos.written == {}

@@ -5,9 +5,9 @@
     ...
     videos.close()       # videos.written: {episode: path of its MP4}
 
-The simulator's start event opens an episode's film (only the first `first` episodes: frames
-are kept in memory until the end, ~40 kB a camera frame at 96x128), its outcome event closes
-and writes it. The film runs on the frames' capture times, not on their count: a camera that
+The simulator's start event opens an episode's film (only the first `first` episodes), its
+camera frames are encoded as they come (only the newest is kept), its outcome event writes the
+verdict and closes it. The film runs on the frames' capture times, not on their count: a camera that
 delivers 19 frames a second with the policy running still makes a film that plays in real
 time, its clock reading what the evaluation's JSON says. H.264 through PyAV, the encoder the
 recorder uses, so browsers and the README play it. Camera frames it cannot keep up with are
@@ -17,7 +17,6 @@ dropped by its own subscriber, never the evaluation's events.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -51,11 +50,9 @@ class EpisodeVideos(threading.Thread):
         self.error: Exception | None = None
         self.episode: int | None = None
         self.seed: int | None = None
-        self.verdict = ""
         self.latest: dict[str, np.ndarray] = {}
         self.t_start = 0.0  # the start event's capture time: the film's zero
-        # (seconds after t_start, the cameras side by side at their own size), in arrival order
-        self.shots: list[tuple[float, np.ndarray]] = []
+        self.film: Film | None = None  # the open episode's, from its first shot
 
     def run(self) -> None:
         sub = Subscriber(self.bus, [topics.event("sim"), *self.topics], mode="every")
@@ -70,6 +67,7 @@ class EpisodeVideos(threading.Thread):
             self.error = exc
         finally:
             sub.close()
+            self._abandon()
 
     def close(self) -> None:
         self.stop.set()
@@ -79,12 +77,14 @@ class EpisodeVideos(threading.Thread):
         if msg.topic == topics.event("sim"):
             phase, episode = msg.data.get("phase"), msg.data.get("episode")
             if phase == "start" and isinstance(episode, int) and episode < self.first:
-                self.episode, self.seed, self.verdict = episode, msg.data.get("seed"), ""
-                self.t_start, self.latest, self.shots = msg.t_cap, {}, []
+                self._abandon()  # an episode whose outcome never came
+                self.episode, self.seed = episode, msg.data.get("seed")
+                self.t_start, self.latest = msg.t_cap, {}
             elif phase == "outcome" and episode == self.episode:
-                self.verdict = "SUCCESS" if msg.data.get("success") else "FAILURE"
-                if (path := self._write(msg.t_cap - self.t_start)) is not None:
-                    self.written[episode] = path
+                verdict = "SUCCESS" if msg.data.get("success") else "FAILURE"
+                if self.film is not None:  # else no camera frame came in time: no film
+                    self.written[episode] = self.film.finish(msg.t_cap - self.t_start, verdict)
+                self.film, self.episode = None, None
             return
         if self.episode is None or msg.topic not in self.topics:
             return
@@ -96,30 +96,17 @@ class EpisodeVideos(threading.Thread):
         self.latest[msg.topic] = image
         # One shot per frame of the first camera, once every camera has sent one.
         if msg.topic == self.topics[0] and len(self.latest) == len(self.topics):
-            self.shots.append((msg.t_cap - self.t_start, self._side_by_side()))
+            if self.film is None:
+                self.folder.mkdir(parents=True, exist_ok=True)
+                name = f"{self.label.replace('/', '-')}_seed{self.seed}.mp4"
+                caption = f"{self.label}  seed {self.seed}"
+                self.film = Film(self.folder / name, caption, self.fps, self.scale)
+            self.film.add(msg.t_cap - self.t_start, self._side_by_side())
 
-    def _write(self, end_s: float) -> Path | None:
-        shots, self.shots, self.episode = self.shots, [], None
-        if not shots:  # no camera frame came in time: nothing to film
-            return None
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / f"{self.label.replace('/', '-')}_seed{self.seed}.mp4"
-        write_mp4(path, self._frames(shots, end_s), self.fps)
-        return path
-
-    def _frames(self, shots: list[tuple[float, np.ndarray]], end_s: float) -> Iterator[np.ndarray]:
-        """Until the outcome (`end_s`), frame k shows the newest shot captured by k / fps, with
-        that clock on it; then the last shot with the verdict, held VERDICT_S."""
-        newest = 0
-        for k in range(int(max(end_s, shots[-1][0]) * self.fps) + 1):
-            while newest + 1 < len(shots) and shots[newest + 1][0] <= k / self.fps:
-                newest += 1
-            frame = self._film_frame(shots[newest][1], k / self.fps)
-            yield frame
-        frame = frame.copy()
-        _text(frame, self.verdict, (8, frame.shape[0] - 12), 1.0)
-        for _ in range(int(VERDICT_S * self.fps)):
-            yield frame
+    def _abandon(self) -> None:
+        if self.film is not None:
+            self.film.abandon()
+            self.film = None
 
     def _side_by_side(self) -> np.ndarray:
         height = self.latest[self.topics[0]].shape[0]
@@ -132,11 +119,54 @@ class EpisodeVideos(threading.Thread):
             parts.append(image)
         return np.hstack(parts)
 
+
+class Film:
+    """One episode's MP4, encoded as its shots arrive: only the newest shot is kept, so a long
+    episode at 480x640 costs no more memory than a short one at 96x128. Frame k shows the
+    newest shot captured by k / fps, with that clock on it. Written under a temporary name,
+    renamed when finished: an interrupted episode leaves no half film behind."""
+
+    def __init__(self, path: Path, caption: str, fps: int, scale: int):
+        self.path, self.caption, self.fps, self.scale = path, caption, fps, scale
+        self.part = path.with_name(path.name + ".part")
+        self.writer = Mp4Writer(self.part, fps)
+        self.k = 0  # the next film frame
+        self.shot: tuple[float, np.ndarray] | None = None  # the newest, not yet shown to its end
+        self.last: np.ndarray | None = None  # the last film frame written
+
+    def add(self, t: float, image: np.ndarray) -> None:
+        """A shot captured t seconds into the episode (shots come in capture order)."""
+        if self.shot is not None:
+            while self.k / self.fps < t:
+                self._write_frame()
+        self.shot = (t, image)
+
+    def finish(self, end_s: float, verdict: str) -> Path:
+        """Frames until the outcome (end_s), then the last with the verdict, held VERDICT_S."""
+        while self.k <= int(max(end_s, self.shot[0]) * self.fps):
+            self._write_frame()
+        last = self.last.copy()
+        _text(last, verdict, (8, last.shape[0] - 12), 1.0)
+        for _ in range(int(VERDICT_S * self.fps)):
+            self.writer.add(last)
+        self.writer.close()
+        self.part.replace(self.path)
+        return self.path
+
+    def abandon(self) -> None:
+        self.writer.close()
+        self.part.unlink(missing_ok=True)
+
+    def _write_frame(self) -> None:
+        self.last = self._film_frame(self.shot[1], self.k / self.fps)
+        self.writer.add(self.last)
+        self.k += 1
+
     def _film_frame(self, shot: np.ndarray, clock_s: float) -> np.ndarray:
         tile = cv2.resize(shot, None, fx=self.scale, fy=self.scale, interpolation=cv2.INTER_LINEAR)
         # H.264 with yuv420p wants even sides.
         tile = tile[: tile.shape[0] // 2 * 2, : tile.shape[1] // 2 * 2]
-        _text(tile, f"{self.label}  seed {self.seed}  {clock_s:4.1f} s", (8, 22), 0.6)
+        _text(tile, f"{self.caption}  {clock_s:4.1f} s", (8, 22), 0.6)
         return tile
 
 
@@ -147,17 +177,29 @@ def _text(image: np.ndarray, text: str, at: tuple[int, int], scale: float) -> No
         cv2.putText(image, text, at, cv2.FONT_HERSHEY_SIMPLEX, scale, colour, width, cv2.LINE_AA)
 
 
-def write_mp4(path: Path, frames: Iterable[np.ndarray], fps: int) -> None:
-    """RGB frames of one size (at least one) into an H.264 MP4."""
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("h264", fps, options={"crf": "28", "preset": "veryfast"})
-        stream.pix_fmt = "yuv420p"
-        stream.time_base = Fraction(1, fps)
-        for i, image in enumerate(frames):
-            if i == 0:
-                stream.height, stream.width = image.shape[:2]
-            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
-            frame.pts = i
-            frame.time_base = Fraction(1, fps)
-            container.mux(stream.encode(frame))
-        container.mux(stream.encode(None))
+class Mp4Writer:
+    """RGB frames of one size into an H.264 MP4, one at a time."""
+
+    def __init__(self, path: Path, fps: int):
+        self.fps = fps
+        self.container = av.open(str(path), "w", format="mp4")  # named .part until done
+        self.stream = None
+        self.frames = 0
+
+    def add(self, image: np.ndarray) -> None:
+        if self.stream is None:
+            options = {"crf": "28", "preset": "veryfast"}
+            self.stream = self.container.add_stream("h264", self.fps, options=options)
+            self.stream.pix_fmt = "yuv420p"
+            self.stream.time_base = Fraction(1, self.fps)
+            self.stream.height, self.stream.width = image.shape[:2]
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = self.frames
+        frame.time_base = Fraction(1, self.fps)
+        self.container.mux(self.stream.encode(frame))
+        self.frames += 1
+
+    def close(self) -> None:
+        if self.stream is not None:
+            self.container.mux(self.stream.encode(None))
+        self.container.close()
