@@ -53,6 +53,16 @@ def test_wilson_interval_and_contender_names() -> None:
         Contender.parse("oracle")
 
 
+def test_evaluate_names_a_bad_setting_before_starting_anything(tmp_path: Path) -> None:
+    for flag, says in [
+        ("--num_inference_steps=0", "--num_inference_steps must be >= 1"),
+        ("--episodes=0", "--episodes must be >= 1"),
+    ]:
+        done = run(["-m", "workers.evaluate", flag, f"--logs={tmp_path}"], 60, check=False)
+        assert done.returncode == 2 and f"bad config: {says}" in done.stderr, done.stderr
+        assert not any(tmp_path.iterdir())  # no process was started, no log written
+
+
 def test_hold_still_holds_the_first_pose_of_each_episode() -> None:
     from bus import Message
     from workers.stand_in_policy import StandInConfig, StandInPolicy

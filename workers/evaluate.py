@@ -2,7 +2,8 @@
 
     uv run python -m workers.evaluate --task=lift --episodes=50 [--checkpoint=PATH]
         [--seed=1000] [--contenders='[checkpoint,expert,hold,checkpoint/sync]']
-        [--episode_s=0] [--device=cpu] [--out=outputs/eval/lift.json] [--video=0]
+        [--episode_s=0] [--device=cpu] [--num_inference_steps=10] [--out=outputs/eval/lift.json]
+        [--video=0]
 
 Each contender runs on the real stack (hub, simulator, a policy worker, the control loop: one
 process each, on a private bus; workers.launch) over the same seeds, so comparisons are
@@ -52,6 +53,9 @@ class EvaluateConfig:
     # 0: the task's default (lift 15 s, sort 30 s, stack 20 s).
     episode_s: float = 0.0
     device: str = "cpu"
+    # Diffusion checkpoints: denoising steps at inference (the policy worker's flag; fewer steps
+    # answer sooner, which matters where the answer takes half a chunk).
+    num_inference_steps: int = 10
     out: str = ""
     logs: str = "logs/evaluate"
     # Film each contender's first N episodes: <out without .json>_videos/<contender>_seed<S>.mp4
@@ -109,7 +113,12 @@ def start_policy(
     task = f"--task={cfg.task}"
     if contender.policy == "checkpoint":
         launch.start(
-            "policy", "workers.policy", task, f"--checkpoint={checkpoint}", f"--device={cfg.device}"
+            "policy",
+            "workers.policy",
+            task,
+            f"--checkpoint={checkpoint}",
+            f"--device={cfg.device}",
+            f"--num_inference_steps={cfg.num_inference_steps}",
         )
         launch.wait_for("policy", "ready: task", 600)
     elif contender.policy == "expert":
@@ -318,6 +327,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "episodes": cfg.episodes,
         "episode_s": episode_s,
         "checkpoint": str(checkpoint) if uses_checkpoint else None,
+        "num_inference_steps": cfg.num_inference_steps if uses_checkpoint else None,
         "contenders": results,
     }
 
@@ -356,6 +366,8 @@ def main() -> None:
         [Contender.parse(c) for c in cfg.contenders]
         if cfg.episodes < 1:
             raise ValueError("--episodes must be >= 1")
+        if cfg.num_inference_steps < 1:
+            raise ValueError("--num_inference_steps must be >= 1")
         report = evaluate(cfg)
     except ValueError as exc:
         exit_bad_config("evaluate", exc)
