@@ -27,6 +27,9 @@ import numpy as np
 from bus import BusConfig, Message, Subscriber, topics
 
 VERDICT_S = 1.0  # the last frame, held this long with the verdict written on it
+# Small shots are enlarged by a whole factor to about this height (96 -> 288: readable text);
+# large ones are filmed as they are (a 480x640 shot enlarged 3x would cost a core to encode).
+FILM_HEIGHT = 288
 WHITE = (255, 255, 255)
 
 
@@ -39,7 +42,7 @@ class EpisodeVideos(threading.Thread):
         first: int,
         label: str,
         fps: int = 30,
-        scale: int = 3,
+        scale: int = 0,  # 0: whole-factor enlargement to about FILM_HEIGHT
     ):
         super().__init__(name="episode-videos", daemon=True)
         self.bus, self.folder, self.first, self.label = bus, folder, first, label
@@ -100,7 +103,9 @@ class EpisodeVideos(threading.Thread):
                 self.folder.mkdir(parents=True, exist_ok=True)
                 name = f"{self.label.replace('/', '-')}_seed{self.seed}.mp4"
                 caption = f"{self.label}  seed {self.seed}"
-                self.film = Film(self.folder / name, caption, self.fps, self.scale)
+                height = self.latest[self.topics[0]].shape[0]
+                scale = self.scale or max(1, FILM_HEIGHT // height)
+                self.film = Film(self.folder / name, caption, self.fps, scale)
             self.film.add(msg.t_cap - self.t_start, self._side_by_side())
 
     def _abandon(self) -> None:
