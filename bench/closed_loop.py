@@ -59,6 +59,8 @@ def main() -> None:
                     "checkpoint": f">= {TARGETS[task]:.2f}, CI low > hold",
                     "expert": ">= 0.95",
                 }.get(contender, "")
+                if r.get("error"):  # its processes failed: the figures are of fewer episodes
+                    target = f"stopped early: {r['error'].splitlines()[0][:60]}"
                 rows.append(
                     [
                         task,

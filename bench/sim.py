@@ -36,7 +36,7 @@ from bus import Publisher, ServiceClient, Subscriber, clock, topics
 from drivers.sim.expert import plan_episode
 from drivers.sim.render import CameraRig
 from drivers.sim.world import SimWorld
-from workers.evaluate import wilson
+from workers.evaluate_report import wilson
 from workers.launch import Launch
 from workers.sim import SimConfig
 from workers.tasks import service_name

@@ -20,7 +20,8 @@ from drivers.policy import PolicyRunner
 from drivers.sim.expert import plan_episode
 from drivers.sim.render import CameraRig
 from drivers.sim.world import SimWorld
-from workers.evaluate import Contender, wilson
+from workers.evaluate import Contender
+from workers.evaluate_report import wilson
 from workers.tasks import checkpoint_camera_sizes, get_task
 
 from conftest import REPO
@@ -267,4 +268,53 @@ def test_ctrl_c_keeps_the_episodes_that_finished(tmp_path: Path) -> None:
     report = json.loads(out.read_text())
     assert report["interrupted"] is True
     assert list(report["contenders"]) == ["hold"]  # the expert never started
-    assert 1 <= report["contenders"]["hold"]["n"] < 20
+    kept = report["contenders"]["hold"]["episodes"]
+    assert 1 <= len(kept) < 20
+
+    # --resume runs only what is missing: one more hold episode, then the expert's.
+    total = len(kept) + 1
+    args = ["-m", "workers.evaluate", "--task=lift", "--contenders=[hold,expert]"]
+    args += ["--episode_s=3", f"--out={out}", f"--logs={tmp_path / 'logs'}", "--resume=true"]
+    done = run([*args, f"--episodes={total}"], timeout=400)
+    assert f"hold: {len(kept)} of {total} episodes kept" in done.stdout, done.stdout
+    assert f"hold episode {total}/{total} seed {999 + total}" in done.stdout, done.stdout
+    assert "hold episode 1/" not in done.stdout  # the kept ones did not run again
+    report = json.loads(out.read_text())
+    for name in ("hold", "expert"):
+        rows = report["contenders"][name]["episodes"]
+        assert [r["seed"] for r in rows] == list(range(1000, 1000 + total)), (name, rows)
+    assert report["contenders"]["hold"]["episodes"][: len(kept)] == kept
+    # Another evaluation's file is not resumed: named, nothing started.
+    other = run([*args, f"--episodes={total}", "--seed=2000"], timeout=60, check=False)
+    assert other.returncode == 2, other.stderr
+    assert "was made with seed=1000, this run has 2000" in other.stderr, other.stderr
+
+
+@pytest.mark.timeout(600)
+def test_a_contender_that_cannot_start_keeps_the_others_results(tmp_path: Path) -> None:
+    """A checkpoint folder without weights: its policy worker exits; the report still holds
+    holding still's episodes and names the failure, and the exit status says so."""
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "config.json").write_bytes((SIM_CHECKPOINT / "config.json").read_bytes())
+    out = tmp_path / "eval.json"
+    done = run(
+        [
+            "-m",
+            "workers.evaluate",
+            "--task=lift",
+            "--episodes=1",
+            "--contenders=[checkpoint,hold]",
+            "--episode_s=3",
+            f"--checkpoint={broken}",
+            f"--out={out}",
+            f"--logs={tmp_path / 'logs'}",
+        ],
+        timeout=400,
+        check=False,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "checkpoint stopped early" in done.stderr
+    report = json.loads(out.read_text())["contenders"]
+    assert report["checkpoint"]["n"] == 0 and "policy" in report["checkpoint"]["error"]
+    assert report["hold"]["n"] == 1 and "error" not in report["hold"]

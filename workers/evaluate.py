@@ -3,7 +3,7 @@
     uv run python -m workers.evaluate --task=lift --episodes=50 [--checkpoint=PATH]
         [--seed=1000] [--contenders='[checkpoint,expert,hold,checkpoint/sync]']
         [--episode_s=0] [--device=cpu] [--num_inference_steps=10] [--out=outputs/eval/lift.json]
-        [--video=0]
+        [--video=0] [--resume=true]
 
 Each contender runs on the real stack (hub, simulator, a policy worker, the control loop: one
 process each, on a private bus; workers.launch) over the same seeds, so comparisons are
@@ -15,22 +15,23 @@ them with another control schedule (`/sync`, `/ahead`) or chunk join (`/inpaint`
 per episode; a table at the end with each success rate and its 95 % Wilson interval, time to
 success, holds, stall time and policy latency; the whole record (every episode's outcome and
 reason) as JSON in --out. `--video=N` films each contender's first N episodes (the task's
-cameras side by side, workers/episode_video.py) into MP4s beside --out.
+cameras side by side, workers/episode_video.py) into MP4s beside --out. A contender whose
+processes fail is reported with what it finished and the error, and the others still run;
+`--resume=true` runs only the episodes --out does not hold yet (after a Ctrl-C or such a
+failure).
 """
 
 from __future__ import annotations
 
 import json
-import math
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from bus import Subscriber, topics
 from workers.episode_video import EpisodeVideos
+from workers.evaluate_report import counted, print_progress, print_table, resumed, summarize
 from workers.launch import REPO, Launch, LaunchError
 from workers.lifecycle import exit_bad_config, parse_or_exit
 from workers.tasks import checkpoint_camera_sizes, get_task
@@ -60,19 +61,12 @@ class EvaluateConfig:
     logs: str = "logs/evaluate"
     # Film each contender's first N episodes: <out without .json>_videos/<contender>_seed<S>.mp4
     video: int = 0
+    # Continue the evaluation in --out: the episodes it holds (same task, seeds, checkpoint,
+    # settings) are kept, only the missing ones run.
+    resume: bool = False
 
     def out_path(self) -> Path:
         return Path(self.out or REPO / "outputs" / "eval" / f"{self.task}.json")
-
-
-def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    """95 % Wilson score interval of a success rate (sound at 0 and n successes too)."""
-    if n == 0:
-        return 0.0, 1.0
-    p = successes / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
@@ -146,41 +140,43 @@ def run_contender(
     episodes: dict[int, dict],
 ) -> None:
     """Run one contender's episodes; each finished one lands in `episodes` as it ends, so
-    what was measured survives an interruption (see counted())."""
+    what was measured survives an interruption (see counted()). Episodes already there (a
+    resumed evaluation) are not run again: control starts at the first missing one."""
+    first = len(episodes)  # control numbers its episodes from 0: row = first + its number
     front = sizes.get("front", (96, 128))
     wrist = next((s for c, s in sizes.items() if c.endswith("_wrist")), front)
-    launch.start(
-        "sim",
-        "workers.sim",
-        f"--task={cfg.task}",
-        f"--camera_size=[{front[0]},{front[1]}]",
-        f"--wrist_size=[{wrist[0]},{wrist[1]}]",
-    )
-    launch.wait_for("sim", "ready: sim")
-    start_policy(launch, contender, cfg, checkpoint)
     sub = Subscriber(launch.bus, [topics.event("sim"), topics.event("episode")], mode="every")
     videos = None
-    if cfg.video > 0:
-        out = cfg.out_path()
-        folder = out.with_name(out.stem + "_videos")
-        cameras = get_task(cfg.task).cameras
-        videos = EpisodeVideos(launch.bus, folder, cameras, cfg.video, contender.name)
-        videos.start()
     try:
+        launch.start(
+            "sim",
+            "workers.sim",
+            f"--task={cfg.task}",
+            f"--camera_size=[{front[0]},{front[1]}]",
+            f"--wrist_size=[{wrist[0]},{wrist[1]}]",
+        )
+        launch.wait_for("sim", "ready: sim")
+        start_policy(launch, contender, cfg, checkpoint)
+        if cfg.video > first:
+            out = cfg.out_path()
+            folder = out.with_name(out.stem + "_videos")
+            cameras = get_task(cfg.task).cameras
+            videos = EpisodeVideos(launch.bus, folder, cameras, cfg.video - first, contender.name)
+            videos.start()
         control = launch.start(
             "control",
             "workers.control",
             f"--task={cfg.task}",
-            f"--episodes={cfg.episodes}",
-            f"--seed={cfg.seed}",
+            f"--episodes={cfg.episodes - first}",
+            f"--seed={cfg.seed + first}",
             f"--episode_s={episode_s}",
             f"--schedule={contender.schedule}",
             f"--join={contender.join}",
             f"--blend={contender.blend}",
             "--wait_for_listeners=10",
         )
-        done = 0
-        deadline = time.monotonic() + cfg.episodes * (episode_s + 30) + 120
+        done = first
+        deadline = time.monotonic() + (cfg.episodes - first) * (episode_s + 30) + 120
         while done < cfg.episodes:
             msg = sub.recv(1.0)
             if msg is None:
@@ -191,7 +187,7 @@ def run_contender(
                     )
                 continue
             if msg.topic == topics.event("sim") and msg.data.get("phase") == "outcome":
-                row = episodes.setdefault(msg.data["episode"], {})
+                row = episodes.setdefault(first + msg.data["episode"], {})
                 row.update(
                     seed=msg.data["seed"],
                     success=bool(msg.data["success"]),
@@ -204,9 +200,9 @@ def run_contender(
                 and msg.data.get("phase") == "stop"
             ):
                 stats = msg.data.get("stats", {})
-                row = episodes.setdefault(msg.data["episode"], {})
+                row = episodes.setdefault(first + msg.data["episode"], {})
                 row.update(
-                    episode=msg.data["episode"],
+                    episode=first + msg.data["episode"],
                     holds=stats.get("holds"),
                     stall_s=round(stats.get("stall_ticks", 0) / 30.0, 3),
                     latency_p50_ms=stats.get("chunk_latency_p50_ms"),
@@ -220,7 +216,7 @@ def run_contender(
             if "episode" in row and "success" in row and not row.get("counted"):
                 row["counted"] = True
                 done += 1
-                print_progress(contender, row, episodes, cfg.episodes)
+                print_progress(contender.name, row, episodes, cfg.episodes)
     finally:
         sub.close()
         for name in ("control", "policy", "sim"):
@@ -228,56 +224,9 @@ def run_contender(
         if videos is not None:
             videos.close()
             for episode, path in videos.written.items():
-                episodes.setdefault(episode, {})["video"] = str(path)
+                episodes.setdefault(first + episode, {})["video"] = str(path)
             if videos.error is not None:
                 print(f"{contender.name}: filming stopped: {videos.error!r}", flush=True)
-
-
-def counted(episodes: dict[int, dict]) -> list[dict]:
-    """The episodes that finished (the simulator's verdict and control's stop marker both in)."""
-    return [
-        {k: v for k, v in episodes[e].items() if k != "counted"}
-        for e in sorted(episodes)
-        if episodes[e].get("counted")
-    ]
-
-
-def print_progress(contender: Contender, row: dict, episodes: dict, total: int) -> None:
-    finished = [r for r in episodes.values() if r.get("counted")]
-    wins = sum(r["success"] for r in finished)
-    verdict = "SUCCESS" if row["success"] else "FAILURE"
-    print(
-        f"{contender.name:>18} episode {row['episode'] + 1}/{total} seed {row['seed']}: "
-        f"{verdict} at {row['time_s']:.1f} s ({row['reason']}); "
-        f"holds {row['holds']}, stall {row['stall_s']:.1f} s, latency p50 "
-        f"{row['latency_p50_ms']} ms; so far {wins}/{len(finished)}",
-        flush=True,
-    )
-
-
-def summarize(rows: list[dict]) -> dict:
-    n = len(rows)
-    wins = [r for r in rows if r.get("success")]
-    low, high = wilson(len(wins), n)
-
-    def mean(values: list) -> float | None:
-        values = [v for v in values if v is not None]
-        return round(float(np.mean(values)), 3) if values else None
-
-    return {
-        "success": round(len(wins) / n, 4) if n else None,
-        "successes": len(wins),
-        "n": n,
-        "ci_low": round(low, 4),
-        "ci_high": round(high, 4),
-        "time_to_success_s": mean([r["time_s"] for r in wins]),
-        "holds_per_episode": mean([r.get("holds") for r in rows]),
-        "stall_s_per_episode": mean([r.get("stall_s") for r in rows]),
-        "latency_p50_ms": mean([r.get("latency_p50_ms") for r in rows]),
-        "seam_jump_p99_deg": mean([r.get("seam_p99_deg") for r in rows]),
-        "join": next((r["join"] for r in rows if r.get("join")), None),
-        "episodes": rows,
-    }
 
 
 def evaluate(cfg: EvaluateConfig) -> dict:
@@ -297,58 +246,46 @@ def evaluate(cfg: EvaluateConfig) -> dict:
     # Every contender sees the frames the checkpoint was trained on (same scenes, same sizes).
     sizes = checkpoint_camera_sizes(checkpoint) if (checkpoint / "config.json").is_file() else {}
     episode_s = cfg.episode_s or EPISODE_S[task.name]
-    results = {}
-    interrupted = False
-    with Launch(REPO / cfg.logs) as launch:
-        launch.start_hub()
-        for contender in contenders:
-            t0 = time.monotonic()
-            episodes: dict[int, dict] = {}
-            try:
-                run_contender(launch, contender, cfg, checkpoint, sizes, episode_s, episodes)
-            except KeyboardInterrupt:  # Ctrl-C: keep what was measured, run nothing more
-                interrupted = True
-            rows = counted(episodes)
-            if rows:
-                results[contender.name] = {
-                    **summarize(rows),
-                    "policy": contender.policy,
-                    "schedule": contender.schedule,
-                    "blend": contender.blend,
-                    "join_asked": contender.join,
-                    "wall_s": round(time.monotonic() - t0, 1),
-                }
-            if interrupted:
-                break
-    return {
-        "interrupted": interrupted,
+    report = {
+        "interrupted": False,
         "task": task.name,
         "seed": cfg.seed,
         "episodes": cfg.episodes,
         "episode_s": episode_s,
         "checkpoint": str(checkpoint) if uses_checkpoint else None,
         "num_inference_steps": cfg.num_inference_steps if uses_checkpoint else None,
-        "contenders": results,
+        "contenders": {},
     }
-
-
-def print_table(report: dict) -> None:
-    print(
-        f"\n{report['task']}: {report['episodes']} episodes per contender, seeds "
-        f"{report['seed']}..{report['seed'] + report['episodes'] - 1}"
-    )
-    print(
-        f"{'contender':>18}  {'success':>8}  {'95% CI':>13}  {'t success':>9}  {'holds':>5}  "
-        f"{'stall s':>7}  {'latency':>8}"
-    )
-    for name, r in report["contenders"].items():
-        t = "-" if r["time_to_success_s"] is None else f"{r['time_to_success_s']:.2f} s"
-        ci = f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
-        print(
-            f"{name:>18}  {r['successes']:>3}/{r['n']:<4}  {ci:>13}  {t:>9}  "
-            f"{r['holds_per_episode'] or 0:>5.1f}  {r['stall_s_per_episode'] or 0:>7.2f}  "
-            f"{r['latency_p50_ms'] or 0:>5.0f} ms"
-        )
+    kept = resumed(cfg.out_path(), report) if cfg.resume else {}
+    with Launch(REPO / cfg.logs) as launch:
+        launch.start_hub()
+        for contender in contenders:
+            t0 = time.monotonic()
+            rows_before, wall_before = kept.get(contender.name, ([], 0.0))
+            episodes = {r["episode"]: {**r, "counted": True} for r in rows_before}
+            error = None
+            if len(episodes) < cfg.episodes:
+                try:
+                    run_contender(launch, contender, cfg, checkpoint, sizes, episode_s, episodes)
+                except KeyboardInterrupt:  # Ctrl-C: keep what was measured, run nothing more
+                    report["interrupted"] = True
+                except LaunchError as exc:  # keep what was measured, go on with the next
+                    error = str(exc)
+                    print(f"{contender.name}: stopped: {error}", flush=True)
+            rows = counted(episodes)
+            if rows or error:
+                report["contenders"][contender.name] = {
+                    **summarize(rows),
+                    "policy": contender.policy,
+                    "schedule": contender.schedule,
+                    "blend": contender.blend,
+                    "join_asked": contender.join,
+                    "wall_s": round(wall_before + time.monotonic() - t0, 1),
+                    **({"error": error} if error else {}),
+                }
+            if report["interrupted"]:
+                break
+    return report
 
 
 def _interrupt(_signum: int, _frame: object) -> None:
@@ -382,6 +319,9 @@ def main() -> None:
     print(f"written: {out} (process logs in {cfg.logs}/)")
     if report["interrupted"]:
         raise SystemExit(130)
+    failed = [name for name, r in report["contenders"].items() if r.get("error")]
+    if failed:
+        raise SystemExit(f"evaluate: {', '.join(failed)} stopped early (see 'error' in {out})")
 
 
 if __name__ == "__main__":

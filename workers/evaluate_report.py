@@ -1,0 +1,118 @@
+"""The evaluation's report: success rates with their Wilson intervals, per-episode rows,
+the table, and the rows an earlier run of the same evaluation left (`--resume`)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+
+
+def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % Wilson score interval of a success rate (sound at 0 and n successes too)."""
+    if n == 0:
+        return 0.0, 1.0
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def counted(episodes: dict[int, dict]) -> list[dict]:
+    """The episodes that finished (the simulator's verdict and control's stop marker both in)."""
+    return [
+        {k: v for k, v in episodes[e].items() if k != "counted"}
+        for e in sorted(episodes)
+        if episodes[e].get("counted")
+    ]
+
+
+def print_progress(name: str, row: dict, episodes: dict, total: int) -> None:
+    finished = [r for r in episodes.values() if r.get("counted")]
+    wins = sum(r["success"] for r in finished)
+    verdict = "SUCCESS" if row["success"] else "FAILURE"
+    print(
+        f"{name:>18} episode {row['episode'] + 1}/{total} seed {row['seed']}: "
+        f"{verdict} at {row['time_s']:.1f} s ({row['reason']}); "
+        f"holds {row['holds']}, stall {row['stall_s']:.1f} s, latency p50 "
+        f"{row['latency_p50_ms']} ms; so far {wins}/{len(finished)}",
+        flush=True,
+    )
+
+
+def summarize(rows: list[dict]) -> dict:
+    n = len(rows)
+    wins = [r for r in rows if r.get("success")]
+    low, high = wilson(len(wins), n)
+
+    def mean(values: list) -> float | None:
+        values = [v for v in values if v is not None]
+        return round(float(np.mean(values)), 3) if values else None
+
+    return {
+        "success": round(len(wins) / n, 4) if n else None,
+        "successes": len(wins),
+        "n": n,
+        "ci_low": round(low, 4),
+        "ci_high": round(high, 4),
+        "time_to_success_s": mean([r["time_s"] for r in wins]),
+        "holds_per_episode": mean([r.get("holds") for r in rows]),
+        "stall_s_per_episode": mean([r.get("stall_s") for r in rows]),
+        "latency_p50_ms": mean([r.get("latency_p50_ms") for r in rows]),
+        "seam_jump_p99_deg": mean([r.get("seam_p99_deg") for r in rows]),
+        "join": next((r["join"] for r in rows if r.get("join")), None),
+        "episodes": rows,
+    }
+
+
+def resumed(out: Path, report: dict) -> dict[str, tuple[list[dict], float]]:
+    """Each contender's finished episodes in --out (the leading run of seeds: a gap ends it;
+    at most --episodes) and the wall time they took; ValueError where that evaluation was
+    not this one."""
+    if not out.is_file():
+        print(f"--resume: {out} does not exist yet; starting from the first episode", flush=True)
+        return {}
+    try:
+        before = json.loads(out.read_text())
+        contenders = before["contenders"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise ValueError(f"--resume: {out} is not an evaluation report ({exc})") from exc
+    for key in ("task", "seed", "episode_s", "checkpoint", "num_inference_steps"):
+        if before.get(key) != report[key]:
+            raise ValueError(
+                f"--resume: {out} was made with {key}={before.get(key)!r}, this run has "
+                f"{report[key]!r}; give another --out or the same settings"
+            )
+    kept = {}
+    for name, result in contenders.items():
+        rows = []
+        for k, row in enumerate(result.get("episodes", [])[: report["episodes"]]):
+            if row.get("episode") != k or row.get("seed") != report["seed"] + k:
+                break
+            rows.append(row)
+        kept[name] = (rows, float(result.get("wall_s") or 0.0))
+        print(f"--resume: {name}: {len(rows)} of {report['episodes']} episodes kept", flush=True)
+    return kept
+
+
+def print_table(report: dict) -> None:
+    print(
+        f"\n{report['task']}: {report['episodes']} episodes per contender, seeds "
+        f"{report['seed']}..{report['seed'] + report['episodes'] - 1}"
+    )
+    print(
+        f"{'contender':>18}  {'success':>8}  {'95% CI':>13}  {'t success':>9}  {'holds':>5}  "
+        f"{'stall s':>7}  {'latency':>8}"
+    )
+    for name, r in report["contenders"].items():
+        t = "-" if r["time_to_success_s"] is None else f"{r['time_to_success_s']:.2f} s"
+        ci = f"[{r['ci_low']:.2f}, {r['ci_high']:.2f}]"
+        print(
+            f"{name:>18}  {r['successes']:>3}/{r['n']:<4}  {ci:>13}  {t:>9}  "
+            f"{r['holds_per_episode'] or 0:>5.1f}  {r['stall_s_per_episode'] or 0:>7.2f}  "
+            f"{r['latency_p50_ms'] or 0:>5.0f} ms"
+        )
+        if r.get("error"):
+            print(f"{'':>18}  stopped early: {r['error'].splitlines()[0]}")
