@@ -284,10 +284,21 @@ def test_ctrl_c_keeps_the_episodes_that_finished(tmp_path: Path) -> None:
         rows = report["contenders"][name]["episodes"]
         assert [r["seed"] for r in rows] == list(range(1000, 1000 + total)), (name, rows)
     assert report["contenders"]["hold"]["episodes"][: len(kept)] == kept
-    # Another evaluation's file is not resumed: named, nothing started.
-    other = run([*args, f"--episodes={total}", "--seed=2000"], timeout=60, check=False)
-    assert other.returncode == 2, other.stderr
-    assert "was made with seed=1000, this run has 2000" in other.stderr, other.stderr
+    # A contender not named again keeps its episodes in the file; one already done runs nothing.
+    hold_only = [a.replace("[hold,expert]", "[hold]") for a in args]
+    again = run([*hold_only, f"--episodes={total}"], timeout=120)
+    assert "hold episode" not in again.stdout, again.stdout
+    after = json.loads(out.read_text())["contenders"]
+    assert {k: v["episodes"] for k, v in after.items()} == {
+        k: v["episodes"] for k, v in report["contenders"].items()
+    }
+    # Another evaluation's file is not resumed, nor cut short: named, nothing started.
+    for flag, says in [
+        ("--seed=2000", "was made with seed=1000, this run has 2000"),
+        ("--episodes=1", f"holds {total} episodes of hold; --episodes=1 would drop some"),
+    ]:
+        other = run([*args, f"--episodes={total}", flag], timeout=60, check=False)
+        assert other.returncode == 2 and says in other.stderr, other.stderr
 
 
 @pytest.mark.timeout(600)

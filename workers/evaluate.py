@@ -256,13 +256,13 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "num_inference_steps": cfg.num_inference_steps if uses_checkpoint else None,
         "contenders": {},
     }
-    kept = resumed(cfg.out_path(), report) if cfg.resume else {}
+    before = resumed(cfg.out_path(), report) if cfg.resume else {}
     with Launch(REPO / cfg.logs) as launch:
         launch.start_hub()
         for contender in contenders:
             t0 = time.monotonic()
-            rows_before, wall_before = kept.get(contender.name, ([], 0.0))
-            episodes = {r["episode"]: {**r, "counted": True} for r in rows_before}
+            prior = before.pop(contender.name, {})
+            episodes = {r["episode"]: {**r, "counted": True} for r in prior.get("episodes", [])}
             error = None
             if len(episodes) < cfg.episodes:
                 try:
@@ -280,11 +280,13 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                     "schedule": contender.schedule,
                     "blend": contender.blend,
                     "join_asked": contender.join,
-                    "wall_s": round(wall_before + time.monotonic() - t0, 1),
+                    "wall_s": round(prior.get("wall_s", 0.0) + time.monotonic() - t0, 1),
                     **({"error": error} if error else {}),
                 }
             if report["interrupted"]:
                 break
+    for name, result in before.items():  # the earlier run's contenders not reached or not named now
+        report["contenders"].setdefault(name, result)
     return report
 
 

@@ -67,16 +67,15 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
-def resumed(out: Path, report: dict) -> dict[str, tuple[list[dict], float]]:
-    """Each contender's finished episodes in --out (the leading run of seeds: a gap ends it;
-    at most --episodes) and the wall time they took; ValueError where that evaluation was
-    not this one."""
+def resumed(out: Path, report: dict) -> dict[str, dict]:
+    """Each contender's result in --out, its episodes cut to the leading run of seeds (a gap
+    ends it) and summarized again; ValueError where that evaluation was not this one."""
     if not out.is_file():
         print(f"--resume: {out} does not exist yet; starting from the first episode", flush=True)
         return {}
     try:
         before = json.loads(out.read_text())
-        contenders = before["contenders"]
+        contenders = dict(before["contenders"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"--resume: {out} is not an evaluation report ({exc})") from exc
     for key in ("task", "seed", "episode_s", "checkpoint", "num_inference_steps"):
@@ -88,11 +87,16 @@ def resumed(out: Path, report: dict) -> dict[str, tuple[list[dict], float]]:
     kept = {}
     for name, result in contenders.items():
         rows = []
-        for k, row in enumerate(result.get("episodes", [])[: report["episodes"]]):
+        for k, row in enumerate(result.get("episodes", [])):
             if row.get("episode") != k or row.get("seed") != report["seed"] + k:
                 break
             rows.append(row)
-        kept[name] = (rows, float(result.get("wall_s") or 0.0))
+        if len(rows) > report["episodes"]:
+            raise ValueError(
+                f"--resume: {out} holds {len(rows)} episodes of {name}; "
+                f"--episodes={report['episodes']} would drop some of them"
+            )
+        kept[name] = {**result, **summarize(rows)}
         print(f"--resume: {name}: {len(rows)} of {report['episodes']} episodes kept", flush=True)
     return kept
 
