@@ -126,8 +126,8 @@ class EpisodeVideos(threading.Thread):
 
 
 class Film:
-    """One episode's MP4, encoded as its shots arrive: only the newest shot is kept, so a long
-    episode at 480x640 costs no more memory than a short one at 96x128. Frame k shows the
+    """One episode's MP4, encoded as its shots arrive: only the newest shot is kept, so its
+    memory does not grow with the episode's length. Frame k shows the
     newest shot captured by k / fps, with that clock on it. Written under a temporary name,
     renamed when finished: an interrupted episode leaves no half film behind."""
 
