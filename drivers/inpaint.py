@@ -92,7 +92,8 @@ class DiffusionInpainter:
     def _normalized(self, actions: np.ndarray, device: torch.device) -> torch.Tensor:
         from lerobot.processor import TransitionKey, create_transition
 
-        t = torch.from_numpy(np.asarray(actions, np.float32))[None]
+        # A copy: a prefix off the bus is a read-only view, which torch warns about wrapping.
+        t = torch.from_numpy(np.array(actions, np.float32))[None]
         return self.normalizer(create_transition(action=t))[TransitionKey.ACTION].to(device)
 
     @contextmanager
@@ -100,10 +101,12 @@ class DiffusionInpainter:
         self,
         prefix: Prefix,
         noise: torch.Tensor | None = None,
+        noise_scale: float = 1.0,
     ) -> Iterator[torch.Tensor]:
         """Within the block, lerobot's sampling keeps `prefix`; yields the initial noise to pass
         to `predict_action_chunk` (`noise` or fresh, its prefix part noised to the first step's
-        level)."""
+        level). `noise_scale` scales the noise the prefix is given at each step as the policy
+        runner scales the initial noise, so both parts of the trajectory share a temperature."""
         check_prefix(prefix, self.action_dim, self.positions)
         scheduler = self.model.noise_scheduler
         device = next(self.model.parameters()).device
@@ -126,7 +129,7 @@ class DiffusionInpainter:
         def noised(level: int | None) -> torch.Tensor:
             if level is None:
                 return known  # the last step's output is the clean trajectory
-            eps = torch.randn(shape, device=device, generator=generator)
+            eps = noise_scale * torch.randn(shape, device=device, generator=generator)
             return scheduler.add_noise(known, eps, torch.tensor([level], device=device))
 
         def merge(sample: torch.Tensor, level: int | None) -> torch.Tensor:
@@ -140,7 +143,7 @@ class DiffusionInpainter:
             return out
 
         if noise is None:
-            noise = torch.randn(shape, device=device, generator=generator)
+            noise = noise_scale * torch.randn(shape, device=device, generator=generator)
         scheduler.step = step_keeping_prefix  # an instance attribute shadows the method
         try:
             yield merge(noise, timesteps[0])

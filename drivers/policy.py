@@ -94,6 +94,7 @@ class PolicyRunner:
         scheduler: str | None = "DDIM",
         cameras: Mapping[str, str] | None = None,
         fast_unet: bool = True,
+        noise_scale: float = 1.0,
     ):
         from lerobot.configs.policies import PreTrainedConfig
         from lerobot.policies.factory import get_policy_class, make_pre_post_processors
@@ -118,6 +119,12 @@ class PolicyRunner:
                 cfg.num_inference_steps = num_inference_steps
             steps = cfg.num_inference_steps or cfg.num_train_timesteps
             self.scheduler = f"{cfg.noise_scheduler_type} {steps} steps"
+        if not (np.isfinite(noise_scale) and 0.0 <= noise_scale <= 1.0):
+            raise PolicyLoadError(f"noise_scale must be within [0, 1], got {noise_scale}")
+        # Diffusion only: the scale of the noise sampling starts from (its temperature).
+        self.noise_scale = float(noise_scale) if cfg.type == "diffusion" else 1.0
+        if self.noise_scale != noise_scale:
+            log.warning("noise_scale is for diffusion checkpoints; a %s one ignores it", cfg.type)
         self.cfg = cfg
         self.type = cfg.type
         try:
@@ -189,6 +196,7 @@ class PolicyRunner:
             "arms": self.arms,
             "n_obs_steps": self.n_obs_steps,
             "scheduler": self.scheduler,
+            "noise_scale": self.noise_scale,
             "cameras": {
                 name: list(self.image_features[key][1:]) for name, key in self.cameras.items()
             },
@@ -280,8 +288,10 @@ class PolicyRunner:
             )
         batch = self.preprocessor(self._batch(frames, state))
         t1 = time.perf_counter()
+        if noise is None and self.noise_scale != 1.0:
+            noise = self._scaled_noise()
         if prefix is not None:
-            with self.inpainter.conditioned(prefix, noise) as start:
+            with self.inpainter.conditioned(prefix, noise, self.noise_scale) as start:
                 normalized = self.policy.predict_action_chunk(batch, noise=start)
         else:
             kwargs = {"noise": noise} if noise is not None else {}
@@ -303,6 +313,14 @@ class PolicyRunner:
             normalized_range=(float(norm.min()), float(norm.max())),
             timings={"preprocess": t1 - t0, "inference": t2 - t1, "postprocess": t3 - t2},
         )
+
+    def _scaled_noise(self) -> torch.Tensor:
+        """Where sampling starts, at `noise_scale`: below 1 it starts nearer the mean trajectory
+        (sampling at a lower temperature); DDIM's steps add no noise of their own, so 0 gives
+        one deterministic chunk per observation."""
+        shape = (1, self.cfg.horizon, self.action_dim)
+        device = next(self.policy.parameters()).device
+        return self.noise_scale * torch.randn(shape, device=device)
 
     def warm_up(self, runs: int = 2) -> float:
         """Run dummy inferences (allocations, lazy init, CPU kernels) and return the last time."""

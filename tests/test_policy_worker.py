@@ -77,6 +77,25 @@ def test_native_conv1d_path_gives_the_same_chunk_for_the_same_noise(dp_checkpoin
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
 
 
+def test_noise_scale_zero_gives_one_chunk_per_observation(dp_checkpoint) -> None:
+    from drivers.inpaint import Prefix
+
+    cold = PolicyRunner(dp_checkpoint, arms=["arm"], noise_scale=0.0)
+    assert cold.describe()["noise_scale"] == 0.0
+    first, again = cold.infer(*obs()).actions, cold.infer(*obs()).actions
+    np.testing.assert_array_equal(first, again)
+    warm = PolicyRunner(dp_checkpoint, arms=["arm"])
+    assert np.abs(warm.infer(*obs()).actions - warm.infer(*obs()).actions).max() > 1e-3
+    # Inpainting a committed prefix at scale 0: deterministic too, and the prefix is kept.
+    prefix = Prefix(np.full((3, 6), 20.0, np.float32), start=0, committed=3)
+    kept = cold.infer(*obs(), prefix=prefix).actions
+    np.testing.assert_array_equal(kept, cold.infer(*obs(), prefix=prefix).actions)
+    np.testing.assert_allclose(kept[:3], 20.0, atol=1e-3)
+    for bad in (1.5, -0.1, float("nan")):
+        with pytest.raises(PolicyLoadError, match="noise_scale must be within"):
+            PolicyRunner(dp_checkpoint, arms=["arm"], noise_scale=bad)
+
+
 @pytest.mark.parametrize(
     ("images_states", "message"),
     [

@@ -2,8 +2,8 @@
 
     uv run python -m workers.evaluate --task=lift --episodes=50 [--checkpoint=PATH]
         [--seed=1000] [--contenders='[checkpoint,expert,hold,checkpoint/sync]']
-        [--episode_s=0] [--device=cpu] [--num_inference_steps=10] [--out=outputs/eval/lift.json]
-        [--video=0] [--resume=true]
+        [--episode_s=0] [--device=cpu] [--num_inference_steps=10] [--noise_scale=1.0]
+        [--out=outputs/eval/lift.json] [--video=0] [--resume=true]
 
 Each contender runs on the real stack (hub, simulator, a policy worker, the control loop: one
 process each, on a private bus; workers.launch) over the same seeds, so comparisons are
@@ -57,6 +57,9 @@ class EvaluateConfig:
     # Diffusion checkpoints: denoising steps at inference (the policy worker's flag; fewer steps
     # answer sooner, which matters where the answer takes half a chunk).
     num_inference_steps: int = 10
+    # Diffusion checkpoints: the scale of the noise sampling starts from, in [0, 1] (the policy
+    # worker's flag; 0 makes each chunk deterministic, docs/closed_loop.md).
+    noise_scale: float = 1.0
     out: str = ""
     logs: str = "logs/evaluate"
     # Film each contender's first N episodes: <out without .json>_videos/<contender>_seed<S>.mp4
@@ -113,6 +116,7 @@ def start_policy(
             f"--checkpoint={checkpoint}",
             f"--device={cfg.device}",
             f"--num_inference_steps={cfg.num_inference_steps}",
+            f"--noise_scale={cfg.noise_scale}",
         )
         launch.wait_for("policy", "ready: task", 600)
     elif contender.policy == "expert":
@@ -254,6 +258,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "episode_s": episode_s,
         "checkpoint": str(checkpoint) if uses_checkpoint else None,
         "num_inference_steps": cfg.num_inference_steps if uses_checkpoint else None,
+        "noise_scale": cfg.noise_scale if uses_checkpoint else None,
         "contenders": {},
     }
     before = resumed(cfg.out_path(), report) if cfg.resume else {}
@@ -307,6 +312,8 @@ def main() -> None:
             raise ValueError("--episodes must be >= 1")
         if cfg.num_inference_steps < 1:
             raise ValueError("--num_inference_steps must be >= 1")
+        if not 0.0 <= cfg.noise_scale <= 1.0:
+            raise ValueError(f"--noise_scale must be within [0, 1], got {cfg.noise_scale}")
         report = evaluate(cfg)
     except ValueError as exc:
         exit_bad_config("evaluate", exc)

@@ -67,6 +67,10 @@ def summarize(rows: list[dict]) -> dict:
     }
 
 
+# Settings an evaluation report records that older reports lack, with the value they had.
+ADDED_LATER = {"noise_scale": 1.0}
+
+
 def resumed(out: Path, report: dict) -> dict[str, dict]:
     """Each contender's result in --out, its episodes cut to the leading run of seeds (a gap
     ends it) and summarized again; ValueError where that evaluation was not this one."""
@@ -78,10 +82,12 @@ def resumed(out: Path, report: dict) -> dict[str, dict]:
         contenders = dict(before["contenders"])
     except (ValueError, KeyError, TypeError) as exc:
         raise ValueError(f"--resume: {out} is not an evaluation report ({exc})") from exc
-    for key in ("task", "seed", "episode_s", "checkpoint", "num_inference_steps"):
-        if before.get(key) != report[key]:
+    for key in ("task", "seed", "episode_s", "checkpoint", "num_inference_steps", "noise_scale"):
+        # A setting added after a report was written had its default then (for a checkpoint).
+        made_with = before.get(key, ADDED_LATER.get(key) if before.get("checkpoint") else None)
+        if made_with != report[key]:
             raise ValueError(
-                f"--resume: {out} was made with {key}={before.get(key)!r}, this run has "
+                f"--resume: {out} was made with {key}={made_with!r}, this run has "
                 f"{report[key]!r}; give another --out or the same settings"
             )
     kept = {}

@@ -1,7 +1,7 @@
 """The policy worker: serves `policy/<task>` from a LeRobot checkpoint.
 
     uv run python -m workers.policy --task=lift [--checkpoint=PATH] [--device=auto|cpu|cuda]
-        [--num_inference_steps=10] [--scheduler=DDIM] [--bus.*]
+        [--num_inference_steps=10] [--scheduler=DDIM] [--noise_scale=1.0] [--bus.*]
 
 Request (arrays): `image.<camera>` uint8 (H, W, 3) or a short history (n, H, W, 3), oldest
 first; `state.<arm>` float32 (6,) or (n, 6). data: `t_obs` (bus clock), optional `task`.
@@ -42,6 +42,9 @@ class PolicyWorkerConfig:
     # usual deployment choice); 0 / "" keep what the checkpoint says.
     num_inference_steps: int = 10
     scheduler: str = "DDIM"
+    # Diffusion only: the scale of the noise sampling starts from, in [0, 1] (its temperature).
+    # Below 1 the chunks lie nearer the mean trajectory; 0 makes DDIM deterministic.
+    noise_scale: float = 1.0
     # Bus camera name -> checkpoint feature, e.g. {"top": "observation.images.front"};
     # empty = the checkpoint's own names.
     cameras: dict[str, str] = field(default_factory=dict)
@@ -150,6 +153,7 @@ def serve(cfg: PolicyWorkerConfig, task: Task, proc: lifecycle.Process) -> None:
             num_inference_steps=cfg.num_inference_steps or None,
             scheduler=cfg.scheduler or None,
             cameras=cfg.cameras or None,
+            noise_scale=cfg.noise_scale,
         )
         if runner.action_dim != task.action_dim and not cfg.arms:
             raise PolicyLoadError(
@@ -171,6 +175,8 @@ def serve(cfg: PolicyWorkerConfig, task: Task, proc: lifecycle.Process) -> None:
     proc.health = health = HealthReporter(publisher, proc.name, service.health)
     worker = ServiceWorker(cfg.bus, service_name(task.name), service.handle, source=proc.name)
     extra = f", {runner.scheduler}" if runner.scheduler else ""
+    if runner.noise_scale != 1.0:
+        extra += f", noise scale {runner.noise_scale:g}"
     log.info(
         "ready: task %s, %s, %s, horizon %d, action_dim %d%s (warm-up inference %.2f s), "
         "serving %s",
