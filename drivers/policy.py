@@ -121,7 +121,8 @@ class PolicyRunner:
             self.scheduler = f"{cfg.noise_scheduler_type} {steps} steps"
         if not (np.isfinite(noise_scale) and 0.0 <= noise_scale <= 1.0):
             raise PolicyLoadError(f"noise_scale must be within [0, 1], got {noise_scale}")
-        # Diffusion only: the scale of the noise sampling starts from (its temperature).
+        # Diffusion only: the scale of the noise sampling starts from (its temperature); the
+        # default 1 samples as lerobot does, the policy worker serves 0 by default.
         self.noise_scale = float(noise_scale) if cfg.type == "diffusion" else 1.0
         if self.noise_scale != noise_scale:
             log.warning("noise_scale is for diffusion checkpoints; a %s one ignores it", cfg.type)

@@ -120,7 +120,10 @@ def main() -> None:
     parser.add_argument("--dataset", default="", help="default: the task's replay dataset")
     parser.add_argument("--episodes", default="", help="A:B (default: the held-out ones)")
     parser.add_argument(
-        "--noise-scale", type=float, default=1.0, help="diffusion's noise scale (workers.policy)"
+        "--noise-scale",
+        type=float,
+        default=1.0,
+        help="diffusion's noise scale: 1 samples as lerobot does; workers.policy serves 0",
     )
     parser.add_argument("--out", default="", help="default: EVAL.json beside the checkpoint")
     args = parser.parse_args()

@@ -2,7 +2,7 @@
 
     uv run python -m workers.evaluate --task=lift --episodes=50 [--checkpoint=PATH]
         [--seed=1000] [--contenders='[checkpoint,expert,hold,checkpoint/sync]']
-        [--episode_s=0] [--device=cpu] [--num_inference_steps=10] [--noise_scale=1.0]
+        [--episode_s=0] [--device=cpu] [--num_inference_steps=10] [--noise_scale=0]
         [--out=outputs/eval/lift.json] [--video=0] [--resume=true]
 
 Each contender runs on the real stack (hub, simulator, a policy worker, the control loop: one
@@ -58,8 +58,8 @@ class EvaluateConfig:
     # answer sooner, which matters where the answer takes half a chunk).
     num_inference_steps: int = 10
     # Diffusion checkpoints: the scale of the noise sampling starts from, in [0, 1] (the policy
-    # worker's flag; 0 makes each chunk deterministic, docs/closed_loop.md).
-    noise_scale: float = 1.0
+    # worker's flag and default; 1 is lerobot's own sampling, docs/closed_loop.md).
+    noise_scale: float = 0.0
     out: str = ""
     logs: str = "logs/evaluate"
     # Film each contender's first N episodes: <out without .json>_videos/<contender>_seed<S>.mp4
