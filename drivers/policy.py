@@ -124,8 +124,10 @@ class PolicyRunner:
         # Diffusion only: the scale of the noise sampling starts from (its temperature); the
         # default 1 samples as lerobot does, the policy worker serves 0 by default.
         self.noise_scale = float(noise_scale) if cfg.type == "diffusion" else 1.0
-        if self.noise_scale != noise_scale:
-            log.warning("noise_scale is for diffusion checkpoints; a %s one ignores it", cfg.type)
+        if self.noise_scale != noise_scale:  # the worker's default: no warning for ACT users
+            log.info(
+                "noise_scale %g is for diffusion; a %s checkpoint ignores it", noise_scale, cfg.type
+            )
         self.cfg = cfg
         self.type = cfg.type
         try:
