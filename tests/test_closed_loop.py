@@ -7,6 +7,7 @@ private bus); a few seeded episodes each, not 50 (bench.closed_loop has the full
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +130,14 @@ def test_evaluation_through_the_stack_expert_succeeds_hold_fails(tmp_path: Path)
         for e in hold["episodes"]
     ), hold["episodes"]
     assert 0 < expert["time_to_success_s"] < 8 and expert["latency_p50_ms"] > 0
+    # Each episode says how many cores each process used while it ran: the simulator steps
+    # physics and renders the whole time, so its share cannot be zero.
+    for result in (expert, hold):
+        for e in result["episodes"]:
+            assert set(e["cpu_cores"]) == {"hub", "sim", "policy", "control"}, e
+            assert e["cpu_cores"]["sim"] > 0 and min(e["cpu_cores"].values()) >= 0, e
+        assert result["cpu_cores_total"] == pytest.approx(sum(result["cpu_cores"].values()), 0.01)
+    assert report["cpu_count"] == os.cpu_count()
     assert "episode 2/2 seed 1001: SUCCESS" in done.stdout  # a progress line per episode
     assert "[0.34, 1.00]" in done.stdout  # the Wilson interval of 2/2 in the table
 

@@ -13,17 +13,18 @@ checkpoints/<task>_sim/checkpoint-best), `expert` (the scripted expert: the uppe
 them with another control schedule (`/sync`, `/ahead`) or chunk join (`/inpaint`, `/blend`,
 `/latest`, `/weighted`, `/average`; default: control's auto, inpaint for diffusion). A line
 per episode; a table at the end with each success rate and its 95 % Wilson interval, time to
-success, holds, stall time and policy latency; the whole record (every episode's outcome and
-reason) as JSON in --out. `--video=N` films each contender's first N episodes (the task's
-cameras side by side, workers/episode_video.py) into MP4s beside --out. A contender whose
-processes fail is reported with what it finished and the error, and the others still run;
-`--resume=true` runs only the episodes --out does not hold yet (after a Ctrl-C or such a
-failure).
+success, holds, stall time, policy latency and the cores the processes used; the whole record
+(every episode's outcome and reason) as JSON in --out. `--video=N` films each contender's
+first N episodes (the task's cameras side by side, workers/episode_video.py) into MP4s beside
+--out. A contender whose processes fail is reported with what it finished and the error, and
+the others still run; `--resume=true` runs only the episodes --out does not hold yet (after a
+Ctrl-C or such a failure).
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
 import time
 from dataclasses import dataclass, field
@@ -32,7 +33,7 @@ from pathlib import Path
 from bus import Subscriber, topics
 from workers.episode_video import EpisodeVideos
 from workers.evaluate_report import counted, print_progress, print_table, resumed, summarize
-from workers.launch import REPO, Launch, LaunchError
+from workers.launch import REPO, CpuShare, Launch, LaunchError
 from workers.lifecycle import exit_bad_config, parse_or_exit
 from workers.tasks import checkpoint_camera_sizes, get_task
 
@@ -179,6 +180,7 @@ def run_contender(
             f"--blend={contender.blend}",
             "--wait_for_listeners=10",
         )
+        cpu = CpuShare(launch)  # from here on the episodes run: their share of the machine
         done = first
         deadline = time.monotonic() + (cfg.episodes - first) * (episode_s + 30) + 120
         while done < cfg.episodes:
@@ -212,6 +214,7 @@ def run_contender(
                     latency_p50_ms=stats.get("chunk_latency_p50_ms"),
                     join=stats.get("join"),
                     seam_p99_deg=stats.get("seam_jump_p99_deg"),
+                    cpu_cores=cpu.take(),
                 )
             else:
                 continue
@@ -259,6 +262,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "checkpoint": str(checkpoint) if uses_checkpoint else None,
         "num_inference_steps": cfg.num_inference_steps if uses_checkpoint else None,
         "noise_scale": cfg.noise_scale if uses_checkpoint else None,
+        "cpu_count": os.cpu_count(),
         "contenders": {},
     }
     before = resumed(cfg.out_path(), report) if cfg.resume else {}

@@ -37,7 +37,8 @@ def print_progress(name: str, row: dict, episodes: dict, total: int) -> None:
         f"{name:>18} episode {row['episode'] + 1}/{total} seed {row['seed']}: "
         f"{verdict} at {row['time_s']:.1f} s ({row['reason']}); "
         f"holds {row['holds']}, stall {row['stall_s']:.1f} s, latency p50 "
-        f"{row['latency_p50_ms']} ms; so far {wins}/{len(finished)}",
+        f"{row['latency_p50_ms']} ms, cpu {sum(row.get('cpu_cores', {}).values()):.1f} cores; "
+        f"so far {wins}/{len(finished)}",
         flush=True,
     )
 
@@ -51,6 +52,9 @@ def summarize(rows: list[dict]) -> dict:
         values = [v for v in values if v is not None]
         return round(float(np.mean(values)), 3) if values else None
 
+    # Reports written before CPU was measured have no cpu_cores in their rows.
+    cpu = [r["cpu_cores"] for r in rows if r.get("cpu_cores")]
+
     return {
         "success": round(len(wins) / n, 4) if n else None,
         "successes": len(wins),
@@ -63,6 +67,12 @@ def summarize(rows: list[dict]) -> dict:
         "latency_p50_ms": mean([r.get("latency_p50_ms") for r in rows]),
         "seam_jump_p99_deg": mean([r.get("seam_p99_deg") for r in rows]),
         "join": next((r["join"] for r in rows if r.get("join")), None),
+        # Cores each process used while the episodes ran (mean over episodes), and all of them
+        # together: near the machine's core count, holds are the machine's, not the runtime's.
+        "cpu_cores": {
+            p: mean([c.get(p) for c in cpu]) for p in sorted({p for c in cpu for p in c})
+        },
+        "cpu_cores_total": mean([sum(c.values()) for c in cpu]),
         "episodes": rows,
     }
 
@@ -110,11 +120,12 @@ def resumed(out: Path, report: dict) -> dict[str, dict]:
 def print_table(report: dict) -> None:
     print(
         f"\n{report['task']}: {report['episodes']} episodes per contender, seeds "
-        f"{report['seed']}..{report['seed'] + report['episodes'] - 1}"
+        f"{report['seed']}..{report['seed'] + report['episodes'] - 1}; cpu: the cores its "
+        f"processes used (this machine has {report['cpu_count']})"
     )
     print(
         f"{'contender':>18}  {'success':>8}  {'95% CI':>13}  {'t success':>9}  {'holds':>5}  "
-        f"{'stall s':>7}  {'latency':>8}"
+        f"{'stall s':>7}  {'latency':>8}  {'cpu':>4}"
     )
     for name, r in report["contenders"].items():
         t = "-" if r["time_to_success_s"] is None else f"{r['time_to_success_s']:.2f} s"
@@ -122,7 +133,9 @@ def print_table(report: dict) -> None:
         print(
             f"{name:>18}  {r['successes']:>3}/{r['n']:<4}  {ci:>13}  {t:>9}  "
             f"{r['holds_per_episode'] or 0:>5.1f}  {r['stall_s_per_episode'] or 0:>7.2f}  "
-            f"{r['latency_p50_ms'] or 0:>5.0f} ms"
+            f"{r['latency_p50_ms'] or 0:>5.0f} ms  {r.get('cpu_cores_total') or 0:>4.1f}"
         )
+        if r.get("cpu_cores"):
+            print(f"{'':>18}  " + ", ".join(f"{p} {c:.2f}" for p, c in r["cpu_cores"].items()))
         if r.get("error"):
             print(f"{'':>18}  stopped early: {r['error'].splitlines()[0]}")

@@ -21,6 +21,8 @@ import threading
 import time
 from pathlib import Path
 
+import psutil
+
 from bus import BusConfig, ServiceClient, ServiceError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -30,6 +32,26 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
     # Once: a second SIGTERM (`uv run` forwards the one it got) must not cut the clean-up short.
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     raise SystemExit(128 + signum)
+
+
+class CpuShare:
+    """How many cores each process used between two readings: where a machine's time went
+    when control holds (a 2-core machine running processes that want 2.5 cores holds often)."""
+
+    def __init__(self, launch: Launch):
+        self._launch = launch
+        self._since, self._used = time.monotonic(), launch.cpu_seconds()
+
+    def take(self) -> dict[str, float]:
+        """Cores per process since the last reading (or since this was made); starts anew."""
+        since, used = self._since, self._used
+        self._since, self._used = time.monotonic(), self._launch.cpu_seconds()
+        wall = self._since - since
+        return {
+            name: round((seconds - used[name]) / wall, 2)
+            for name, seconds in self._used.items()
+            if name in used and wall > 0
+        }
 
 
 class LaunchError(RuntimeError):
@@ -120,6 +142,17 @@ class Launch:
             code = proc.poll()
             if code is not None and (code != 0 or name not in may_finish):
                 raise LaunchError(f"{name} exited with status {code}:\n{self.tail(name)}")
+
+    def cpu_seconds(self) -> dict[str, float]:
+        """The CPU time (user + system, all threads) each running process has used so far."""
+        used = {}
+        for name, proc in self.procs.items():
+            try:
+                times = psutil.Process(proc.pid).cpu_times()
+            except psutil.Error:  # ended meanwhile: check() and the waits report that
+                continue
+            used[name] = times.user + times.system
+        return used
 
     def finished(self, name: str) -> bool:
         return self.procs[name].poll() is not None
