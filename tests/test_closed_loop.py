@@ -60,6 +60,7 @@ def test_evaluate_names_a_bad_setting_before_starting_anything(tmp_path: Path) -
         ("--num_inference_steps=0", "--num_inference_steps must be >= 1"),
         ("--episodes=0", "--episodes must be >= 1"),
         ("--noise_scale=1.5", "--noise_scale must be within [0, 1], got 1.5"),
+        ("--policy_threads=-1", "--policy_threads must be >= 0, got -1"),
     ]:
         done = run(["-m", "workers.evaluate", flag, f"--logs={tmp_path}"], 60, check=False)
         assert done.returncode == 2 and f"bad config: {says}" in done.stderr, done.stderr

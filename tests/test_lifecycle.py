@@ -96,6 +96,7 @@ BAD_VALUES = [
     ("workers.expert_policy", "--task=juggle", "juggle"),
     ("workers.stand_in_policy", "--task=juggle", "juggle"),
     ("workers.policy", "--task=juggle", "juggle"),
+    ("workers.policy", "--threads=-1", "--threads must be >= 0 (0: all cores but one), got -1"),
     ("workers.replay", "--speed=0", "--speed must be > 0, got 0"),
     ("workers.recorder", "--action=psychic", "--action must be 'bus' or 'state'"),
     ("workers.sim", "--fps=0", "--fps and --episode_s must be > 0"),

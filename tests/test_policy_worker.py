@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import socket
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from bus import BusConfig, ServiceClient, ServiceError
-from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner
+from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner, set_cpu_threads
 from drivers.random_checkpoint import save_random_checkpoint
 
 from conftest import bus_args, wait_until
@@ -75,6 +78,21 @@ def test_native_conv1d_path_gives_the_same_chunk_for_the_same_noise(dp_checkpoin
     a = fast.infer(*obs(), noise=noise.clone()).actions
     b = stock.infer(*obs(), noise=noise.clone()).actions
     np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-3)
+
+
+def test_cpu_threads_leave_a_core_to_the_other_processes() -> None:
+    before = torch.get_num_threads()
+    try:
+        assert set_cpu_threads(1).startswith("1 CPU thread(s) of ")
+        assert torch.get_num_threads() == 1
+        cores = len(os.sched_getaffinity(0))
+        said = set_cpu_threads(0)
+        assert 1 <= torch.get_num_threads() <= max(1, cores - 1), said
+        assert said.endswith("(one core left to the other processes)")
+        with pytest.raises(ValueError, match="--threads must be >= 0"):
+            set_cpu_threads(-2)
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_noise_scale_zero_gives_one_chunk_per_observation(dp_checkpoint) -> None:
@@ -208,6 +226,9 @@ def test_worker_serves_chunks_and_error_replies(
     log = worker.output()
     assert "ready: task lift, diffusion, cpu, horizon 8, action_dim 6, DDIM 10 steps" in log
     assert "device cpu (auto:" in log
+    # torch's threads leave a core to the rest of the runtime (or use the one core there is).
+    threads, cores = map(int, re.search(r"(\d+) CPU thread\(s\) of (\d+) core\(s\)", log).groups())
+    assert cores == len(os.sched_getaffinity(0)) and 1 <= threads <= max(1, cores - 1), log
     with ServiceClient(bus_cfg, "test") as client:
         wait_until(lambda: client.hub_status()["workers"].get("policy/lift"), what="policy/lift")
         described = client.call("policy/lift", data={"describe": True}, timeout=30).data

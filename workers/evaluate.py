@@ -3,6 +3,7 @@
     uv run python -m workers.evaluate --task=lift --episodes=50 [--checkpoint=PATH]
         [--seed=1000] [--contenders='[checkpoint,expert,hold,checkpoint/sync]']
         [--episode_s=0] [--device=cpu] [--num_inference_steps=10] [--noise_scale=0]
+        [--policy_threads=0]
         [--out=outputs/eval/lift.json] [--video=0] [--resume=true]
 
 Each contender runs on the real stack (hub, simulator, a policy worker, the control loop: one
@@ -61,6 +62,8 @@ class EvaluateConfig:
     # Diffusion checkpoints: the scale of the noise sampling starts from, in [0, 1] (the policy
     # worker's flag and default; 1 is lerobot's own sampling, docs/closed_loop.md).
     noise_scale: float = 0.0
+    # The policy worker's torch CPU threads (its --threads; 0 = all cores but one).
+    policy_threads: int = 0
     out: str = ""
     logs: str = "logs/evaluate"
     # Film each contender's first N episodes: <out without .json>_videos/<contender>_seed<S>.mp4
@@ -118,6 +121,7 @@ def start_policy(
             f"--device={cfg.device}",
             f"--num_inference_steps={cfg.num_inference_steps}",
             f"--noise_scale={cfg.noise_scale}",
+            f"--threads={cfg.policy_threads}",
         )
         launch.wait_for("policy", "ready: task", 600)
     elif contender.policy == "expert":
@@ -262,6 +266,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
         "checkpoint": str(checkpoint) if uses_checkpoint else None,
         "num_inference_steps": cfg.num_inference_steps if uses_checkpoint else None,
         "noise_scale": cfg.noise_scale if uses_checkpoint else None,
+        "policy_threads": cfg.policy_threads if uses_checkpoint else None,
         "cpu_count": os.cpu_count(),
         "contenders": {},
     }
@@ -318,6 +323,8 @@ def main() -> None:
             raise ValueError("--num_inference_steps must be >= 1")
         if not 0.0 <= cfg.noise_scale <= 1.0:
             raise ValueError(f"--noise_scale must be within [0, 1], got {cfg.noise_scale}")
+        if cfg.policy_threads < 0:
+            raise ValueError(f"--policy_threads must be >= 0, got {cfg.policy_threads}")
         report = evaluate(cfg)
     except ValueError as exc:
         exit_bad_config("evaluate", exc)

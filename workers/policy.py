@@ -1,7 +1,7 @@
 """The policy worker: serves `policy/<task>` from a LeRobot checkpoint.
 
     uv run python -m workers.policy --task=lift [--checkpoint=PATH] [--device=auto|cpu|cuda]
-        [--num_inference_steps=10] [--scheduler=DDIM] [--noise_scale=0] [--bus.*]
+        [--num_inference_steps=10] [--scheduler=DDIM] [--noise_scale=0] [--threads=0] [--bus.*]
 
 Request (arrays): `image.<camera>` uint8 (H, W, 3) or a short history (n, H, W, 3), oldest
 first; `state.<arm>` float32 (6,) or (n, 6). data: `t_obs` (bus clock), optional `task`.
@@ -25,7 +25,7 @@ from bus import BusConfig, Message, Publisher, Reply, RequestError, ServiceWorke
 from bus.clock import now
 from bus.health import HealthReporter
 from drivers.inpaint import Prefix, PrefixError
-from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner
+from drivers.policy import ObservationError, PolicyLoadError, PolicyRunner, set_cpu_threads
 from workers import lifecycle
 from workers.tasks import Task, get_task, service_name
 
@@ -52,6 +52,10 @@ class PolicyWorkerConfig:
     # Order arms are concatenated in; empty = the task's (lift: arm; sort/stack: left, right).
     arms: list[str] = field(default_factory=list)
     warmup_runs: int = 2
+    # torch's CPU threads; 0 = all cores but one: the simulator or camera drivers and the
+    # control loop run on the same cores, and torch's threads spin-wait against them
+    # (drivers/policy.py set_cpu_threads, docs/workers.md).
+    threads: int = 0
     # The process's name on the bus (health, logs); empty = policy-<task>. Several workers of
     # one task need different names (supervisord gives policy-2, policy-3, ...).
     name: str = ""
@@ -136,13 +140,14 @@ def main() -> None:
     cfg = lifecycle.parse_or_exit(PolicyWorkerConfig, "policy")
     try:
         task = get_task(cfg.task)
+        threads = set_cpu_threads(cfg.threads)
     except ValueError as exc:
         lifecycle.exit_bad_config("policy", exc)
     with lifecycle.Process(cfg.name or f"policy-{cfg.task}") as proc:
-        serve(cfg, task, proc)
+        serve(cfg, task, proc, threads)
 
 
-def serve(cfg: PolicyWorkerConfig, task: Task, proc: lifecycle.Process) -> None:
+def serve(cfg: PolicyWorkerConfig, task: Task, proc: lifecycle.Process, threads: str) -> None:
     log = proc.log
     try:
         checkpoint = cfg.checkpoint or str(task.checkpoint)
@@ -165,7 +170,7 @@ def serve(cfg: PolicyWorkerConfig, task: Task, proc: lifecycle.Process) -> None:
     except (PolicyLoadError, ValueError) as exc:
         log.error("%s", exc)
         raise SystemExit(2) from None
-    log.info("device %s (%s)", runner.device, runner.device_reason)
+    log.info("device %s (%s), %s", runner.device, runner.device_reason, threads)
     if runner.native_conv1d:
         log.info("diffusion UNet runs on PyTorch's native conv1d (faster than oneDNN here)")
     log.info("warm-up: %d inference(s)", cfg.warmup_runs)
