@@ -40,13 +40,19 @@ def chunks(runner: PolicyRunner, observation: tuple[dict, dict], calls: int) -> 
         runner.infer(*observation)
         latencies.append(time.perf_counter() - t0)
     cpu = (time.process_time() - cpu0) / calls
-    return {"p50_ms": 1000 * pct(latencies, 50), "p90_ms": 1000 * pct(latencies, 90), "cpu_ms": 1000 * cpu}
+    return {
+        "p50_ms": 1000 * pct(latencies, 50),
+        "p90_ms": 1000 * pct(latencies, 90),
+        "cpu_ms": 1000 * cpu,
+    }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20)
-    parser.add_argument("--checkpoint", type=Path, default=REPO / "checkpoints/stack_sim/checkpoint-best")
+    parser.add_argument(
+        "--checkpoint", type=Path, default=REPO / "checkpoints/stack_sim/checkpoint-best"
+    )
     args = parser.parse_args()
     task = get_task("stack")
     sizes = checkpoint_camera_sizes(args.checkpoint)
