@@ -66,7 +66,7 @@ def set_cpu_threads(requested: int = 0) -> str:
     The rest of a runtime (the simulator or the camera drivers, the control loop, the hub)
     shares the cores with the policy. With a thread on every core, torch's threads wait for
     each other spinning whenever one of those processes holds a core: on 2 cores beside one
-    busy process, 2 threads answered in 703 ms at 857 ms of CPU a chunk, 1 thread in 215 ms
+    busy process, 2 threads answered in 634 ms at 785 ms of CPU a chunk, 1 thread in 209 ms
     (docs/workers.md)."""
     if requested < 0:
         raise ValueError(f"--threads must be >= 0 (0: all cores but one), got {requested}")

@@ -135,9 +135,11 @@ def test_evaluation_through_the_stack_expert_succeeds_hold_fails(tmp_path: Path)
     # physics and renders the whole time, so its share cannot be zero.
     for result in (expert, hold):
         for e in result["episodes"]:
-            assert set(e["cpu_cores"]) == {"hub", "sim", "policy", "control"}, e
+            # and what the rest of the machine took meanwhile
+            assert set(e["cpu_cores"]) == {"hub", "sim", "policy", "control", "others", "steal"}
             assert e["cpu_cores"]["sim"] > 0 and min(e["cpu_cores"].values()) >= 0, e
-        assert result["cpu_cores_total"] == pytest.approx(sum(result["cpu_cores"].values()), 0.01)
+        ours = {p: c for p, c in result["cpu_cores"].items() if p not in ("others", "steal")}
+        assert result["cpu_cores_total"] == pytest.approx(sum(ours.values()), abs=0.01)
     assert report["cpu_count"] == os.cpu_count()
     assert "episode 2/2 seed 1001: SUCCESS" in done.stdout  # a progress line per episode
     assert "[0.34, 1.00]" in done.stdout  # the Wilson interval of 2/2 in the table

@@ -29,6 +29,21 @@ def counted(episodes: dict[int, dict]) -> list[dict]:
     ]
 
 
+MACHINE = ("others", "steal")  # in cpu_cores: not the job's processes (workers/launch.py)
+
+
+def cpu_text(cores: dict[str, float]) -> str:
+    ours = sum(c for p, c in cores.items() if p not in MACHINE)
+    others, steal = cores.get("others", 0.0), cores.get("steal", 0.0)
+    return f"cpu {ours:.1f} cores (others {others:.1f}, steal {steal:.1f})"
+
+
+def cpu_order(rows: list[dict[str, float]]) -> list[str]:
+    """The job's processes by name, then the rest of the machine."""
+    names = {p for r in rows for p in r}
+    return sorted(names - set(MACHINE)) + [p for p in MACHINE if p in names]
+
+
 def print_progress(name: str, row: dict, episodes: dict, total: int) -> None:
     finished = [r for r in episodes.values() if r.get("counted")]
     wins = sum(r["success"] for r in finished)
@@ -37,7 +52,7 @@ def print_progress(name: str, row: dict, episodes: dict, total: int) -> None:
         f"{name:>18} episode {row['episode'] + 1}/{total} seed {row['seed']}: "
         f"{verdict} at {row['time_s']:.1f} s ({row['reason']}); "
         f"holds {row['holds']}, stall {row['stall_s']:.1f} s, latency p50 "
-        f"{row['latency_p50_ms']} ms, cpu {sum(row.get('cpu_cores', {}).values()):.1f} cores; "
+        f"{row['latency_p50_ms']} ms, {cpu_text(row.get('cpu_cores', {}))}; "
         f"so far {wins}/{len(finished)}",
         flush=True,
     )
@@ -67,12 +82,11 @@ def summarize(rows: list[dict]) -> dict:
         "latency_p50_ms": mean([r.get("latency_p50_ms") for r in rows]),
         "seam_jump_p99_deg": mean([r.get("seam_p99_deg") for r in rows]),
         "join": next((r["join"] for r in rows if r.get("join")), None),
-        # Cores each process used while the episodes ran (mean over episodes), and all of them
-        # together: near the machine's core count, holds are the machine's, not the runtime's.
-        "cpu_cores": {
-            p: mean([c.get(p) for c in cpu]) for p in sorted({p for c in cpu for p in c})
-        },
-        "cpu_cores_total": mean([sum(c.values()) for c in cpu]),
+        # Cores each process used while the episodes ran (mean over episodes), the job's
+        # processes together (total), and what the rest of the machine took (others, steal):
+        # near the machine's core count, holds are the machine's, not the runtime's.
+        "cpu_cores": {p: mean([c.get(p) for c in cpu]) for p in cpu_order(cpu)},
+        "cpu_cores_total": mean([sum(v for p, v in c.items() if p not in MACHINE) for c in cpu]),
         "episodes": rows,
     }
 

@@ -35,23 +35,32 @@ def _exit_on_sigterm(signum: int, _frame: object) -> None:
 
 
 class CpuShare:
-    """How many cores each process used between two readings: where a machine's time went
-    when control holds (a 2-core machine running processes that want 2.5 cores holds often)."""
+    """How many cores each process used between two readings, and what the rest of the machine
+    took meanwhile: where its time went when control holds (a 2-core machine running
+    processes that want 2.5 cores holds often, and so does one whose host takes cores away)."""
 
     def __init__(self, launch: Launch):
         self._launch = launch
-        self._since, self._used = time.monotonic(), launch.cpu_seconds()
+        self._since, self._used, self._machine = self._read()
+
+    def _read(self) -> tuple[float, dict[str, float], tuple[float, float]]:
+        m = psutil.cpu_times()
+        busy = m.user + m.nice + m.system + getattr(m, "irq", 0.0) + getattr(m, "softirq", 0.0)
+        return time.monotonic(), self._launch.cpu_seconds(), (busy, getattr(m, "steal", 0.0))
 
     def take(self) -> dict[str, float]:
-        """Cores per process since the last reading (or since this was made); starts anew."""
-        since, used = self._since, self._used
-        self._since, self._used = time.monotonic(), self._launch.cpu_seconds()
+        """Cores per process since the last reading (or since this was made), plus `others`
+        (every other process on the machine, this job's own included) and `steal` (what the
+        hypervisor of a virtual machine ran elsewhere); starts anew."""
+        since, used, (busy, steal) = self._since, self._used, self._machine
+        self._since, self._used, self._machine = self._read()
         wall = self._since - since
-        return {
-            name: round((seconds - used[name]) / wall, 2)
-            for name, seconds in self._used.items()
-            if name in used and wall > 0
-        }
+        if wall <= 0:
+            return {}
+        share = {n: (s - used[n]) / wall for n, s in self._used.items() if n in used}
+        share["others"] = max(0.0, (self._machine[0] - busy) / wall - sum(share.values()))
+        share["steal"] = (self._machine[1] - steal) / wall
+        return {name: round(cores, 2) for name, cores in share.items()}
 
 
 class LaunchError(RuntimeError):
