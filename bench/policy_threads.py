@@ -62,7 +62,7 @@ def main() -> None:
     states = {a: np.zeros(6, np.float32) for a in task.arms}
     cores = psutil.cpu_count(logical=False) or 1
     settings = {"torch_default": cores}
-    settings["worker_default"] = int(set_cpu_threads(0).split()[0])
+    settings["worker_default"], _ = set_cpu_threads(0)
     result: dict = {"cores": len(psutil.Process().cpu_affinity()), "physical_cores": cores}
     rows = []
     for busy in (0, 1):

@@ -59,9 +59,9 @@ def pick_device(requested: str = "auto") -> tuple[str, str]:
     return requested, "forced by --device"
 
 
-def set_cpu_threads(requested: int = 0) -> str:
+def set_cpu_threads(requested: int = 0) -> tuple[int, str]:
     """Sets torch's CPU threads for this process (0: every core it may use but one, at most
-    one per physical core) and says how many and why (for the log).
+    one per physical core); returns how many, and a line saying why (for the log).
 
     The rest of a runtime (the simulator or the camera drivers, the control loop, the hub)
     shares the cores with the policy. With a thread on every core, torch's threads wait for
@@ -78,7 +78,7 @@ def set_cpu_threads(requested: int = 0) -> str:
     threads = requested or max(1, min(physical, cores - 1))
     torch.set_num_threads(threads)
     why = "forced by --threads" if requested else "one core left to the other processes"
-    return f"{threads} CPU thread(s) of {cores} core(s) ({why})"
+    return threads, f"{threads} CPU thread(s) of {cores} core(s) ({why})"
 
 
 def _check_checkpoint_folder(path: Path) -> None:

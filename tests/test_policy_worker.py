@@ -83,11 +83,11 @@ def test_native_conv1d_path_gives_the_same_chunk_for_the_same_noise(dp_checkpoin
 def test_cpu_threads_leave_a_core_to_the_other_processes() -> None:
     before = torch.get_num_threads()
     try:
-        assert set_cpu_threads(1).startswith("1 CPU thread(s) of ")
-        assert torch.get_num_threads() == 1
+        threads, said = set_cpu_threads(1)
+        assert threads == torch.get_num_threads() == 1 and said.startswith("1 CPU thread(s) of ")
         cores = len(os.sched_getaffinity(0))
-        said = set_cpu_threads(0)
-        assert 1 <= torch.get_num_threads() <= max(1, cores - 1), said
+        threads, said = set_cpu_threads(0)
+        assert threads == torch.get_num_threads() and 1 <= threads <= max(1, cores - 1), said
         assert said.endswith("(one core left to the other processes)")
         with pytest.raises(ValueError, match="--threads must be >= 0"):
             set_cpu_threads(-2)

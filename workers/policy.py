@@ -140,7 +140,7 @@ def main() -> None:
     cfg = lifecycle.parse_or_exit(PolicyWorkerConfig, "policy")
     try:
         task = get_task(cfg.task)
-        threads = set_cpu_threads(cfg.threads)
+        _, threads = set_cpu_threads(cfg.threads)
     except ValueError as exc:
         lifecycle.exit_bad_config("policy", exc)
     with lifecycle.Process(cfg.name or f"policy-{cfg.task}") as proc:
