@@ -121,6 +121,13 @@ class ActionPlan:
     def clear(self) -> None:
         self.slots.clear()
 
+    def shift_clock(self, step: float) -> None:
+        """The bus clock stepped `step` s: every tick, and every planned action, keeps its
+        place on the schedule and takes the new time."""
+        self.epoch += step
+        for slot in self.slots.values():
+            slot.intended += step
+
 
 class LatencyEstimate:
     """Recent request-to-reply times; the estimate is a high percentile, so requests go out

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import time
 
 import numpy as np
 import pytest
@@ -12,10 +13,11 @@ from bus import BusConfig, Publisher, Subscriber
 from conftest import bus_args, wait_until
 
 
-def start_replay(procs, cfg: BusConfig) -> None:
+def start_replay(procs, cfg: BusConfig, launcher: tuple[str, ...] = ()) -> None:
     """The camera source, ready before control starts: on a slow machine its start-up (the
     dataset's index and decoders) outlasted a short episode, which then ran without a frame."""
-    procs("replay", "-m", "workers.replay", "--task=lift", *bus_args(cfg)).wait_for_output("ready:")
+    replay = procs("replay", *launcher, "-m", "workers.replay", "--task=lift", *bus_args(cfg))
+    replay.wait_for_output("ready:")
 
 
 def start(
@@ -26,12 +28,14 @@ def start(
     episode_s: float = 600,
     control_args: tuple[str, ...] = (),
     replay: bool = True,
+    launcher: tuple[str, ...] = (),
 ):
-    env = {}
+    """`launcher`: what runs each module instead of plain `python -m` (tests/stepped_clock.py)."""
     if replay:
-        start_replay(procs, cfg)
+        start_replay(procs, cfg, launcher)
     policy = procs(
         "policy",
+        *launcher,
         "-m",
         "workers.stand_in_policy",
         "--task=lift",
@@ -41,6 +45,7 @@ def start(
     policy.wait_for_output("ready:")
     control = procs(
         "control",
+        *launcher,
         "-m",
         "workers.control",
         "--task=lift",
@@ -49,7 +54,6 @@ def start(
         "--policy_timeout=1.5",
         *control_args,
         *bus_args(cfg),
-        env=env,
     )
     control.wait_for_output("ready:")
     return policy, control
@@ -316,6 +320,37 @@ def test_a_lagging_camera_is_a_named_cause(bus_cfg, hub, procs) -> None:
         wait_until(lag_reported, what="camera/front lags in the control health")
         msg = health.latest()["health/control"]
         assert msg.data["holding"] and "camera/front lags" in msg.data["hold_reason"]
+
+
+def test_a_wall_clock_step_is_re_anchored_not_a_stall(bus_cfg, hub, procs, tmp_path) -> None:
+    """NTP setting the clock, or a paused machine resuming, moves every process's wall clock
+    (the bus stamps) and not the monotonic one (control's schedule). Unnoticed, a forward step
+    put every new chunk that far in the future, a backward one every action in the past."""
+    offset = tmp_path / "clock-offset"
+    offset.write_text("0")
+    launcher = ("tests/stepped_clock.py", str(offset))
+    with Subscriber(bus_cfg, ["action/arm", "event/control"], mode="every") as sub:
+        _, control = start(procs, bus_cfg, launcher=launcher)
+        next_matching(sub, lambda m: m.topic == "action/arm", "actions before the step")
+        for step, stepped in ((600.0, 600.0), (-600.0, 0.0)):
+            offset.write_text(str(stepped))
+            notice = next_matching(
+                sub,
+                lambda m: m.topic == "event/control" and m.data.get("kind") == "clock_step",
+                f"control to notice the {step:+.0f} s step",
+            )
+            assert notice.data["step_s"] == pytest.approx(step, abs=0.5)
+            # Actions flow again, each for the tick it runs at on the stepped clock.
+            next_matching(
+                sub,
+                lambda m: (
+                    m.topic == "action/arm"
+                    and abs(m.data["t_exec"] - (time.time() + stepped)) < 1.0  # noqa: B023
+                ),
+                f"actions on the clock stepped {step:+.0f} s",
+            )
+    assert "the wall clock stepped +600.0" in control.output()
+    assert "the wall clock stepped -600.0" in control.output()
 
 
 def test_bad_arguments_exit_2(bus_cfg, procs) -> None:

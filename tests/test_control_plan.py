@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
+from bus.clock import ClockSteps
 from core.action_plan import (
     ActionPlan,
     LatencyEstimate,
@@ -69,6 +72,38 @@ def test_synchronous_placement_runs_a_chunk_from_its_first_action() -> None:
     assert plan.add(chunk([1, 2, 3]), t_obs=0.0, first_tick=21) == 0
     assert sorted(plan.slots) == [21, 22, 23]
     assert plan.slots[21].intended == 0.0  # and so it runs 2.1 s late
+
+
+def test_a_clock_step_keeps_every_action_on_its_tick() -> None:
+    plan = ActionPlan(DT, epoch=100.0, blend="latest")
+    plan.add(chunk([1, 2, 3]), t_obs=100.0 + 5 * DT)
+    plan.shift_clock(600.0)
+    # A chunk observed at tick 6 on the stepped clock lands on tick 6, not 6000 ticks later.
+    assert plan.add(chunk([9, 9]), t_obs=700.0 + 6 * DT) == 0
+    assert sorted(plan.slots) == [5, 6, 7]
+    slot = plan.take(5)
+    assert slot is not None and slot.action[0] == 1
+    assert slot.intended == pytest.approx(700.5)
+    assert plan.take(6).action[0] == 9
+
+
+def test_clock_steps_are_reported_once_and_slewing_only_when_it_adds_up(monkeypatch) -> None:
+    wall = {"offset": 0.0}
+    real = time.time
+    monkeypatch.setattr(time, "time", lambda: real() + wall["offset"])
+    steps = ClockSteps(tolerance=0.05)
+    assert steps.check() == 0.0
+    wall["offset"] = 17.5  # a VM snapshot: the wall clock resumes ahead of the monotonic one
+    assert steps.check() == pytest.approx(17.5, abs=0.01)
+    assert steps.check() == 0.0  # reported once
+    wall["offset"] -= 0.03  # NTP slewing: below the tolerance, let through
+    assert steps.check() == 0.0
+    wall["offset"] -= 0.03  # ... until it adds up to it
+    assert steps.check() == pytest.approx(-0.06, abs=0.01)
+    wall["offset"] -= 3600.0  # set back an hour
+    assert steps.check() == pytest.approx(-3600.0, abs=0.01)
+    with pytest.raises(ValueError, match="tolerance"):
+        ClockSteps(tolerance=0.0)
 
 
 def test_unknown_blend_is_refused() -> None:

@@ -219,6 +219,8 @@ def run_contender(
                     join=stats.get("join"),
                     seam_p99_deg=stats.get("seam_jump_p99_deg"),
                     cpu_cores=cpu.take(),
+                    # A machine paused mid-episode (a VM snapshot) shows as a wall-clock step.
+                    clock_step_s=stats.get("clock_step_s", 0.0),
                 )
             else:
                 continue

@@ -53,9 +53,16 @@ def print_progress(name: str, row: dict, episodes: dict, total: int) -> None:
         f"{verdict} at {row['time_s']:.1f} s ({row['reason']}); "
         f"holds {row['holds']}, stall {row['stall_s']:.1f} s, latency p50 "
         f"{row['latency_p50_ms']} ms, {cpu_text(row.get('cpu_cores', {}))}; "
-        f"so far {wins}/{len(finished)}",
+        f"{clock_text(row)}so far {wins}/{len(finished)}",
         flush=True,
     )
+
+
+def clock_text(row: dict) -> str:
+    step = row.get("clock_step_s") or 0.0
+    if not step:
+        return ""
+    return f"the wall clock stepped {step:+.1f} s (machine paused, or set by NTP); "
 
 
 def summarize(rows: list[dict]) -> dict:
@@ -87,6 +94,8 @@ def summarize(rows: list[dict]) -> dict:
         # near the machine's core count, holds are the machine's, not the runtime's.
         "cpu_cores": {p: mean([c.get(p) for c in cpu]) for p in cpu_order(cpu)},
         "cpu_cores_total": mean([sum(v for p, v in c.items() if p not in MACHINE) for c in cpu]),
+        # Episodes the machine disturbed (its wall clock stepped: paused, or set by NTP).
+        "clock_step_episodes": sum(1 for r in rows if r.get("clock_step_s")),
         "episodes": rows,
     }
 
@@ -151,5 +160,10 @@ def print_table(report: dict) -> None:
         )
         if r.get("cpu_cores"):
             print(f"{'':>18}  " + ", ".join(f"{p} {c:.2f}" for p, c in r["cpu_cores"].items()))
+        if r.get("clock_step_episodes"):
+            print(
+                f"{'':>18}  {r['clock_step_episodes']} episode(s) with a wall-clock step "
+                "(the machine paused, or its clock set): see each episode's clock_step_s"
+            )
         if r.get("error"):
             print(f"{'':>18}  stopped early: {r['error'].splitlines()[0]}")

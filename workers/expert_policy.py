@@ -44,6 +44,7 @@ class ExpertPolicy:
         self.episode = None
         self.no_plan = 0
         self._lock = threading.Lock()
+        self.clock = clock.ClockSteps()
 
     def on_sim(self, msg: Message) -> None:
         if msg.data.get("phase") != "start" or msg.data.get("task") != self.task.name:
@@ -95,8 +96,13 @@ class ExpertPolicy:
             )
         t_obs = float(request.data.get("t_obs", request.t_cap))
         state = self._state(request)
+        step = self.clock.check()
         with self._lock:
             follower = self.follower
+            if step and follower is not None:
+                # The plan runs on the simulator's time, which a paused machine paused too.
+                follower.t_start += step
+                self.log.warning("the wall clock stepped %+.3f s: plan clock moved with it", step)
         if follower is None or t_obs < follower.t_start:
             self.no_plan += 1
             actions = np.repeat(

@@ -75,6 +75,8 @@ class LoopStats:
     errors: int = 0
     timeouts: int = 0
     holds: int = 0
+    clock_steps: int = 0  # wall-clock steps re-anchored (bus.clock.ClockSteps)
+    clock_step_s: float = 0.0  # their sum, + forward
     jitter_ms: deque = field(default_factory=lambda: deque(maxlen=3000))
     lateness_ms: deque = field(default_factory=lambda: deque(maxlen=3000))
     latency_ms: deque = field(default_factory=lambda: deque(maxlen=200))
@@ -100,6 +102,8 @@ class LoopStats:
             "errors": self.errors,
             "timeouts": self.timeouts,
             "holds": self.holds,
+            "clock_steps": self.clock_steps,
+            "clock_step_s": round(self.clock_step_s, 3),
             "chunk_latency_p50_ms": p(self.latency_ms, 50),
             "obs_skew_p50_ms": p(self.skew_ms, 50),
         }

@@ -29,7 +29,7 @@ from bus import (
     Subscriber,
     topics,
 )
-from bus.clock import now
+from bus.clock import ClockSteps, now
 from bus.health import HealthReporter
 from bus.log import Throttle, warn_throttled
 from core.action_plan import (
@@ -81,6 +81,8 @@ class ControlLoop:
         self.health = HealthReporter(self.pub, cfg.name, self._health)
         self.retry = Backoff(0.05, 1.0)  # after an error reply
         self.error_log = Throttle(5.0)
+        # Half a tick: a smaller step moves no action to another tick.
+        self.clock = ClockSteps(tolerance=self.dt / 2)
 
     def _new_plan(self) -> ActionPlan:
         blend = "latest" if self.join in ("inpaint", "latest") else self.cfg.blend
@@ -192,7 +194,9 @@ class ControlLoop:
             self.log.info("policy workers in use: %d (%d live)", workers, live)
         self.workers = workers
 
-    def _request(self, t_obs: float) -> None:
+    def _request(self) -> None:
+        self._check_clock()  # before stamping: t_obs and the plan's epoch on the same side
+        t_obs = now()
         self.sub.latest()
         arrays, why_not = self.observer.build(self.sub.newest, t_obs)
         if why_not:
@@ -295,13 +299,43 @@ class ControlLoop:
         )
 
     # -- the tick ----------------------------------------------------------------------------
+    def _on_clock_step(self, step: float) -> None:
+        """The wall clock stepped `step` s against the monotonic schedule: move everything
+        that maps one onto the other, so that an action still runs at the tick it was meant
+        for. Left alone, a forward step would place every new chunk `step` s in the future
+        (the arm running on observations that old), a backward one every action in the past
+        (a hold until the episode ends)."""
+        self.plan.shift_clock(step)
+        self.in_flight = {
+            rid: (sent, t_obs + step, ep) for rid, (sent, t_obs, ep) in self.in_flight.items()
+        }
+        # Frames and states stamped before the step are not comparable with those after it.
+        self.observer.fresh_after(now(), "the clock step")
+        self.stats.clock_steps += 1
+        self.stats.clock_step_s += step
+        self.log.warning(
+            "the wall clock stepped %+.3f s against the monotonic clock (set by NTP/chrony, or "
+            "the machine was paused: a VM snapshot, a suspend); action plan re-anchored, "
+            "waiting for observations stamped after it",
+            step,
+        )
+        self.pub.publish(
+            topics.event("control"),
+            data={"kind": "clock_step", "step_s": round(step, 6), "episode": self.episode},
+        )
+
+    def _check_clock(self) -> None:
+        if step := self.clock.check():
+            self._on_clock_step(step)
+
     def tick(self, tick: int) -> None:
+        self._check_clock()
         for rid, result in self.client.poll(0):
             self._on_reply(rid, result, tick - 1)
         self._poll_workers()
         t_tick = self.plan.time_of(tick)
         if self._should_request(tick):
-            self._request(now())
+            self._request()
         slot = self.plan.take(tick)
         self.stats.ticks += 1
         if slot is None:
@@ -335,7 +369,7 @@ class ControlLoop:
             for rid, result in self.client.poll(left - 0.002):
                 self._on_reply(rid, result, tick - 1)
                 if self._should_request(tick - 1):
-                    self._request(now())
+                    self._request()
         while time.monotonic() < due:
             pass
 
@@ -349,7 +383,7 @@ class ControlLoop:
         self.why = "waiting for the first chunk"  # not an earlier episode's reason
         self.sub.take(SIM_TOPIC)  # an outcome from before this episode is not its outcome
         # Observations only from after the start: a simulator resets the scene on this marker.
-        self.observer.not_before = now()
+        self.observer.fresh_after(now(), "the episode start")
         self.pub.publish(
             topics.event("episode"),
             data={

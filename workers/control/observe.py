@@ -19,7 +19,12 @@ class ObservationBuilder:
         self.max_skew = max_skew
         self.skipped: Counter[str] = Counter()
         self.last_skew = 0.0
-        self.not_before = 0.0  # parts captured earlier (before the episode started) wait
+        self.not_before = 0.0  # parts captured earlier wait for fresh ones (see `fresh_after`)
+        self.since = "the episode start"
+
+    def fresh_after(self, t: float, event: str) -> None:
+        """Parts captured before `t` (the bus clock at `event`) are not used."""
+        self.not_before, self.since = t, event
 
     def topics(self) -> list[str]:
         return [topics.camera(c) for c in self.cameras] + [topics.state(a) for a in self.arms]
@@ -35,8 +40,8 @@ class ObservationBuilder:
                 self.skipped[f"{topic} missing"] += 1
                 return {}, f"no {topic} received yet"
             if msg.t_cap < self.not_before:
-                self.skipped[f"{topic} before the episode"] += 1
-                return {}, f"waiting for {topic} from after the episode start"
+                self.skipped[f"{topic} before {self.since}"] += 1
+                return {}, f"waiting for {topic} from after {self.since}"
             age = t_obs - msg.t_cap
             if age > self.max_skew:
                 self.skipped[f"{topic} lags"] += 1
