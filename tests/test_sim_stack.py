@@ -208,6 +208,58 @@ def test_bad_goals_and_the_estop_meet_the_servo_safety_code(
     assert "e-stop" in sim.output()
 
 
+def test_every_episode_starts_at_rest_at_the_start_pose(
+    hub: Proc, bus_cfg: BusConfig, procs: Callable[..., Proc]
+) -> None:
+    """A reset puts the arm back at its start pose; the last episode's goal, still fresh when
+    control starts the next episode at once, must not pull it away again (it did: each
+    episode opened with the arm yanked towards where the last one ended)."""
+    start_sim(procs, bus_cfg, "lift", "--fps=5", "--camera_size=[96,128]")
+    pub = Publisher(bus_cfg, "test")
+    sub = Subscriber(bus_cfg, [topics.state("arm"), topics.event("sim")], mode="every")
+
+    def start_episode(episode: int) -> Message:
+        pub.publish(
+            topics.event("episode"),
+            data={"phase": "start", "episode": episode, "seed": episode, "task": "lift"},
+        )
+        return collect(
+            sub,
+            topics.event("sim"),
+            lambda s: any(m.data.get("episode") == episode for m in s),
+            30,
+            f"the reset for episode {episode}",
+        )[-1]
+
+    def position() -> np.ndarray:
+        msg = wait_until(lambda: sub.latest(0.05).get(topics.state("arm")), 30, "state/arm")
+        return msg.arrays["position"].astype(np.float64)
+
+    try:
+        wait_until(lambda: pub.has_subscriber(topics.event("episode")), 30, "sim subscribed")
+        start_episode(0)
+        rest = position()
+        away = rest + np.array([25.0, 15.0, -15.0, 0.0, 0.0, -20.0])
+        wait_until(
+            lambda: (send_goal(pub, away), np.abs(position() - away).max() < 3.0)[-1],
+            60,
+            "the arm at the goal away from the start pose",
+        )
+        reset = start_episode(1)
+        after = collect(
+            sub,
+            topics.state("arm"),
+            lambda s: sum(m.t_cap > reset.t_cap for m in s) >= 20,
+            30,
+            "20 states after the reset",
+        )
+    finally:
+        sub.close()
+        pub.close()
+    drift = [np.abs(m.arrays["position"] - rest).max() for m in after if m.t_cap > reset.t_cap]
+    assert max(drift) < 3.0, drift
+
+
 def test_the_simulator_runs_episodes_on_its_own(
     hub: Proc, bus_cfg: BusConfig, procs: Callable[..., Proc]
 ) -> None:

@@ -19,6 +19,7 @@ from drivers.servo import JOINTS, ArmDriver, ArmFault
 from workers.robot_config import ArmSettings, ServoSettings
 
 ESTOP_TOPIC = topics.event("estop")
+EPISODE_RESET = "episode reset: waiting for this episode's first goal"
 
 
 def safety_limits(driver: ArmDriver, arm: ArmSettings, servo: ServoSettings) -> SafetyLimits:
@@ -103,6 +104,13 @@ class ArmChannel:
         if self.present is not None and self.driver.stats.connected:
             self._apply(now)
 
+    def reset(self) -> None:
+        """Hold where the arm is now and forget what was commanded before: a simulator reset
+        put the arm back at its start pose, and the last episode's goal must not pull it
+        away again (an expected hold: logged at info)."""
+        self._read()
+        self.guard.reanchor(self.present, EPISODE_RESET)
+
     def shutdown(self, on_exit: str) -> None:
         hold = on_exit == "hold"
         if hold and self.driver.stats.connected:
@@ -143,7 +151,7 @@ class ArmChannel:
             return
         self._hold_reported = (holding, reason)
         self.log.log(
-            logging.WARNING if holding else logging.INFO,
+            logging.WARNING if holding and reason != EPISODE_RESET else logging.INFO,
             "%s: %s",
             self.name,
             f"holding: {reason}" if holding else reason,

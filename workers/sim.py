@@ -325,6 +325,8 @@ def simulate(
         episodes.run_self()
         if world.resets != resets:  # the physics clock started again at 0
             wall0, sim0, resets = started, world.time, world.resets
+            for arm in arms:  # at rest at the start pose, until this episode's first goal
+                arm.reset()
         behind = sim0 + (started - wall0) - world.time
         if behind > MAX_CATCH_UP_S:
             lag["physics_behind_events"] += 1
