@@ -139,6 +139,21 @@ class EpisodeClock:
                 s.pending.pop()
                 s.counts.received -= 1
 
+    def shift_clock(self, step: float) -> None:
+        """The bus clock stepped `step` s (NTP setting it, a paused machine resuming): what
+        this clock holds moves with it, so samples stamped after the step continue the frames
+        of those before it instead of opening a gap (forward) or arriving late (backward)."""
+        self.t_start += step
+        self.t_stop = None if self.t_stop is None else self.t_stop + step
+        self.t0 = None if self.t0 is None else self.t0 + step
+        for s in self._streams.values():
+            for sample in s.pending:
+                sample.t += step
+            s.seen += step
+            c = s.counts
+            c.first_t = None if c.first_t is None else c.first_t + step
+            c.last_t = None if c.last_t is None else c.last_t + step
+
     # ------------------------------------------------------------------ output
 
     def _try_start(self) -> None:

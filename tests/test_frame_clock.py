@@ -74,3 +74,26 @@ def test_clock_actions_are_optional_until_they_come_then_awaited() -> None:
     more = clock.ready(now=0.0)
     assert len(more) == 1 and more[0].samples["action"].t == pytest.approx(n / 30)
     assert clock.report()["streams"]["action"]["missing"] == n
+
+
+@pytest.mark.parametrize("step", [100.0, -100.0])
+def test_a_clock_step_mid_episode_continues_the_frames(step: float) -> None:
+    """NTP setting the clock, or a paused machine resuming, mid-episode: samples stamped after
+    the step continue the frames (unshifted, a forward step opened 3,000 repeated frames and a
+    backward one made every later sample late)."""
+    clock = EpisodeClock(30, ["cam", "state"], t_start=0.0)
+    before, after = np.arange(30) / 30, step + np.arange(30, 60) / 30
+    feed(clock, "cam", before)
+    feed(clock, "state", before)
+    first = clock.ready(now=1.0)
+    clock.shift_clock(step)
+    feed(clock, "cam", after)
+    feed(clock, "state", after)
+    clock.stop(after[-1])
+    ticks = first + clock.ready(now=1e12)
+    assert clock.finished(1e12)
+    assert [t.samples["cam"].value for t in ticks] == [
+        round(float(t), 6) for t in (*before, *after)
+    ]
+    for counts in clock.report()["streams"].values():
+        assert counts["duplicated"] == counts["late"] == counts["dropped"] == 0

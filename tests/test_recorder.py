@@ -345,6 +345,47 @@ def test_a_full_backlog_cuts_the_episode_and_refuses_new_ones_until_it_drains() 
     background.close(10)
 
 
+def test_a_clock_step_mid_episode_records_no_gap() -> None:
+    """NTP setting the clock, or a paused machine resuming, while an episode records: the frames
+    go on where they were (not 18,000 repeated ones for a 600 s step), and the episode's report
+    says the clock stepped."""
+    import logging
+
+    from drivers.recording import BackgroundWriter, EpisodeRecorder
+    from workers.recorder import RecorderConfig, build_spec, settings
+
+    cfg = RecorderConfig(task="lift", action="state")
+    writer = HeldWriter()
+    writer.gate.set()
+    reports: list[dict] = []
+    end = writer.end
+    writer.end = lambda report: (reports.append(report), end(report))[1]
+    background = BackgroundWriter(writer, max_bytes=100_000_000)
+    rec = EpisodeRecorder(
+        settings(cfg), build_spec(cfg), background, Events(), logging.getLogger("test")
+    )
+    image = np.zeros((48, 64, 3), np.uint8)
+
+    def frames(t0: float, n: int) -> float:
+        for k in range(n):
+            t = t0 + k / 30
+            rec.on_sample("camera/front", t, image, "cam")
+            rec.on_sample("state/arm", t, np.zeros(6, np.float32), "servo")
+            rec.tick(t)
+        return t
+
+    rec.on_marker("start", "control", 100.0, task="lift")
+    frames(100.0, 30)
+    rec.shift_clock(600.0)
+    last = frames(700.0 + 30 / 30, 30)
+    rec.on_marker("stop", "control", last + 0.002)
+    wait_until(lambda: (rec.tick(last + 10), writer.episodes)[1], what="the episode saved")
+    background.close(10)
+    assert writer.episodes == [60]
+    assert reports[0]["clock_step_s"] == 600.0
+    assert reports[0]["streams"]["camera/front"]["duplicated"] == 0
+
+
 def test_with_sources_set_actions_from_another_process_are_counted_not_recorded() -> None:
     import logging
 

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from bus import BusConfig, Message, Publisher, Subscriber, topics
-from bus.clock import now
+from bus.clock import ClockSteps, now
 from bus.health import HealthReporter
 from bus.log import Throttle, warn_throttled
 from drivers.recording import (
@@ -219,11 +219,14 @@ def record(cfg: RecorderConfig, spec: DatasetSpec, proc: lifecycle.Process) -> N
     proc.health = health = HealthReporter(pub, cfg.name, collect)
     log.info("ready: recording episodes from %s", cfg.bus.sub)
 
+    clock = ClockSteps()
     while not proc.stop.is_set():
         msg = sub.recv(0.05)
         while msg is not None:  # drain everything queued before doing anything else
             deliver(recorder, msg)
             msg = sub.recv(0)
+        if step := clock.check():
+            recorder.shift_clock(step)
         recorder.tick(now())
         health.tick()
 

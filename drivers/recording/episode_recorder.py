@@ -175,6 +175,23 @@ class EpisodeRecorder:
                 clock.offer(stream, ts, value)
         self.episodes.append(Episode(clock, info))
 
+    def shift_clock(self, step: float) -> None:
+        """The bus clock stepped `step` s: the open episodes and the samples kept for the next
+        one move with it (bus.clock.ClockSteps notices; the episode's report counts it)."""
+        for ep in self.episodes:
+            ep.clock.shift_clock(step)
+            ep.info["clock_step_s"] = round(ep.info.get("clock_step_s", 0.0) + step, 3)
+        for samples in self.preroll.values():
+            shifted = [(t + step, value) for t, value in samples]
+            samples.clear()
+            samples.extend(shifted)
+        self.log.warning(
+            "the wall clock stepped %+.3f s (set by NTP/chrony, or the machine was paused); "
+            "%d open episode(s) re-anchored",
+            step,
+            len(self.episodes),
+        )
+
     def _open(self) -> Episode | None:
         if self.episodes and self.episodes[-1].clock.t_stop is None:
             return self.episodes[-1]
