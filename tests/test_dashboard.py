@@ -152,6 +152,8 @@ class FakeControlLoop(threading.Thread):
 
 
 PIXELS_JS = """(img) => {
+    // null while the next frame is being swapped in (no size yet): the caller asks again
+    if (!img.complete || img.naturalWidth === 0) return null;
     const c = document.createElement('canvas');
     c.width = img.naturalWidth; c.height = img.naturalHeight;
     const ctx = c.getContext('2d');
@@ -189,11 +191,11 @@ def test_dashboard_page_end_to_end(bus_cfg: BusConfig, hub: Proc, procs, browser
             timeout=DEADLINE * 1000,
         )
         img = page.locator(".cam[data-camera=front] img")
-        first = img.evaluate(PIXELS_JS)
+        first = wait_until(lambda: img.evaluate(PIXELS_JS), what="a decoded camera frame")
         assert first["w"] == 320 and first["h"] == 240, first  # downscaled from 640x480
         assert first["spread"] > 30, first  # a picture, not a blank frame
         wait_until(
-            lambda: img.evaluate(PIXELS_JS)["frame"] != first["frame"],
+            lambda: img.evaluate("(img) => img.dataset.frame") != first["frame"],
             what="a newer camera frame on the page",
         )
         # plots update: the shoulder_pan canvas redraws with new pixels; the chunk arrives
