@@ -20,6 +20,15 @@ def now() -> float:
     return time.time()
 
 
+def describe_step(step: float, digits: int = 3) -> str:
+    """One wording of a clock step for every process's log and report: what moved, by how
+    much, and the likely causes (each caller adds what it did about it)."""
+    return (
+        f"the wall clock stepped {step:+.{digits}f} s against the monotonic clock (set by "
+        "NTP/chrony, or the machine was paused: a VM snapshot, a suspend)"
+    )
+
+
 class ClockSteps:
     """Notices the wall clock moving against the monotonic clock by `tolerance` seconds or
     more. Slow slewing below the tolerance is let through (and reported once it adds up to

@@ -376,7 +376,7 @@ def test_a_clock_step_mid_episode_records_no_gap() -> None:
 
     rec.on_marker("start", "control", 100.0, task="lift")
     frames(100.0, 30)
-    rec.shift_clock(600.0)
+    assert rec.shift_clock(600.0) == 1  # the open episode moved
     last = frames(700.0 + 30 / 30, 30)
     rec.on_marker("stop", "control", last + 0.002)
     wait_until(lambda: (rec.tick(last + 10), writer.episodes)[1], what="the episode saved")

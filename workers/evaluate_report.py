@@ -9,6 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from bus.clock import describe_step
+
 
 def wilson(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % Wilson score interval of a success rate (sound at 0 and n successes too)."""
@@ -62,7 +64,7 @@ def clock_text(row: dict) -> str:
     step = row.get("clock_step_s") or 0.0
     if not step:
         return ""
-    return f"the wall clock stepped {step:+.1f} s (machine paused, or set by NTP); "
+    return f"{describe_step(step, digits=1)}; "
 
 
 def summarize(rows: list[dict]) -> dict:

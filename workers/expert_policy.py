@@ -102,7 +102,7 @@ class ExpertPolicy:
             if step and follower is not None:
                 # The plan runs on the simulator's time, which a paused machine paused too.
                 follower.t_start += step
-                self.log.warning("the wall clock stepped %+.3f s: plan clock moved with it", step)
+                self.log.warning("%s; plan clock moved with it", clock.describe_step(step))
         if follower is None or t_obs < follower.t_start:
             self.no_plan += 1
             actions = np.repeat(

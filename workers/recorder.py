@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 
 from bus import BusConfig, Message, Publisher, Subscriber, topics
-from bus.clock import ClockSteps, now
+from bus.clock import ClockSteps, describe_step, now
 from bus.health import HealthReporter
 from bus.log import Throttle, warn_throttled
 from drivers.recording import (
@@ -226,7 +226,8 @@ def record(cfg: RecorderConfig, spec: DatasetSpec, proc: lifecycle.Process) -> N
             deliver(recorder, msg)
             msg = sub.recv(0)
         if step := clock.check():
-            recorder.shift_clock(step)
+            moved = recorder.shift_clock(step)
+            log.warning("%s; %d open episode(s) re-anchored", describe_step(step), moved)
         recorder.tick(now())
         health.tick()
 

@@ -175,9 +175,10 @@ class EpisodeRecorder:
                 clock.offer(stream, ts, value)
         self.episodes.append(Episode(clock, info))
 
-    def shift_clock(self, step: float) -> None:
+    def shift_clock(self, step: float) -> int:
         """The bus clock stepped `step` s: the open episodes and the samples kept for the next
-        one move with it (bus.clock.ClockSteps notices; the episode's report counts it)."""
+        one move with it (bus.clock.ClockSteps notices; the episode's report counts it).
+        Returns how many open episodes moved."""
         for ep in self.episodes:
             ep.clock.shift_clock(step)
             ep.info["clock_step_s"] = round(ep.info.get("clock_step_s", 0.0) + step, 3)
@@ -185,12 +186,7 @@ class EpisodeRecorder:
             shifted = [(t + step, value) for t, value in samples]
             samples.clear()
             samples.extend(shifted)
-        self.log.warning(
-            "the wall clock stepped %+.3f s (set by NTP/chrony, or the machine was paused); "
-            "%d open episode(s) re-anchored",
-            step,
-            len(self.episodes),
-        )
+        return len(self.episodes)
 
     def _open(self) -> Episode | None:
         if self.episodes and self.episodes[-1].clock.t_stop is None:

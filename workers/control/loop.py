@@ -29,7 +29,7 @@ from bus import (
     Subscriber,
     topics,
 )
-from bus.clock import ClockSteps, now
+from bus.clock import ClockSteps, describe_step, now
 from bus.health import HealthReporter
 from bus.log import Throttle, warn_throttled
 from core.action_plan import (
@@ -314,10 +314,8 @@ class ControlLoop:
         self.stats.clock_steps += 1
         self.stats.clock_step_s += step
         self.log.warning(
-            "the wall clock stepped %+.3f s against the monotonic clock (set by NTP/chrony, or "
-            "the machine was paused: a VM snapshot, a suspend); action plan re-anchored, "
-            "waiting for observations stamped after it",
-            step,
+            "%s; action plan re-anchored, waiting for observations stamped after it",
+            describe_step(step),
         )
         self.pub.publish(
             topics.event("control"),
