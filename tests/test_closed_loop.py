@@ -46,6 +46,9 @@ def test_wilson_interval_and_contender_names() -> None:
     assert Contender.parse("checkpoint/sync").schedule == "sync"
     assert Contender.parse("expert/latest").join == "latest"
     assert Contender.parse("checkpoint/inpaint").join == "inpaint"
+    hard = Contender.parse("checkpoint/hard_prefix")
+    assert (hard.join, hard.prefix_soft) == ("inpaint", False)
+    assert Contender.parse("checkpoint").prefix_soft
     average = Contender.parse("checkpoint/average")
     assert (average.join, average.blend) == ("blend", "average")
     assert Contender.parse("checkpoint").join == "auto"

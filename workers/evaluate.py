@@ -12,7 +12,8 @@ paired. Contenders: `checkpoint` (the policy worker serving --checkpoint, defaul
 checkpoints/<task>_sim/checkpoint-best), `expert` (the scripted expert: the upper bound),
 `hold` (a policy that answers "stay where you are": the lower bound); a `/suffix` runs one of
 them with another control schedule (`/sync`, `/ahead`) or chunk join (`/inpaint`, `/blend`,
-`/latest`, `/weighted`, `/average`; default: control's auto, inpaint for diffusion). A line
+`/latest`, `/weighted`, `/average`; default: control's auto, inpaint for diffusion), or
+`/hard_prefix` (inpaint with the committed actions only, without RTC's soft tail). A line
 per episode; a table at the end with each success rate and its 95 % Wilson interval, time to
 success, holds, stall time, policy latency and the cores the processes used; the whole record
 (every episode's outcome and reason) as JSON in --out. `--video=N` films each contender's
@@ -42,6 +43,7 @@ EPISODE_S = {"lift": 15.0, "sort": 30.0, "stack": 20.0}
 SCHEDULES = ("ahead", "sync")
 JOINS = ("inpaint", "blend", "latest")
 BLENDS = ("weighted", "average")  # --join=blend with this blend
+HARD_PREFIX = "hard_prefix"  # --join=inpaint --prefix_soft=false: only the committed actions
 
 
 @dataclass
@@ -83,10 +85,11 @@ class Contender:
     schedule: str = "ahead"
     join: str = "auto"
     blend: str = "weighted"
+    prefix_soft: bool = True
 
     @staticmethod
     def parse(text: str) -> Contender:
-        variants = SCHEDULES + JOINS + BLENDS
+        variants = (*SCHEDULES, *JOINS, *BLENDS, HARD_PREFIX)
         policy, _, variant = text.partition("/")
         if policy not in ("checkpoint", "expert", "hold"):
             raise ValueError(
@@ -100,6 +103,8 @@ class Contender:
             contender.join = variant
         elif variant in BLENDS:
             contender.join, contender.blend = "blend", variant
+        elif variant == HARD_PREFIX:
+            contender.join, contender.prefix_soft = "inpaint", False
         elif variant:
             raise ValueError(
                 f"contender {text!r}: unknown variant {variant!r}; choose one of "
@@ -182,6 +187,7 @@ def run_contender(
             f"--schedule={contender.schedule}",
             f"--join={contender.join}",
             f"--blend={contender.blend}",
+            f"--prefix_soft={str(contender.prefix_soft).lower()}",
             "--wait_for_listeners=10",
         )
         cpu = CpuShare(launch)  # from here on the episodes run: their share of the machine
@@ -296,6 +302,7 @@ def evaluate(cfg: EvaluateConfig) -> dict:
                     "schedule": contender.schedule,
                     "blend": contender.blend,
                     "join_asked": contender.join,
+                    "prefix_soft": contender.prefix_soft,
                     "wall_s": round(prior.get("wall_s", 0.0) + time.monotonic() - t0, 1),
                     **({"error": error} if error else {}),
                 }
