@@ -47,10 +47,13 @@ def main() -> None:
 
 
 def log_ready(log: logging.Logger, cfg: ControlConfig, loop: ControlLoop) -> None:
+    prefix = "committed and soft prefix" if cfg.prefix_soft else "committed prefix only"
     join = {
         "auto": f"auto (inpaint if the policy accepts a committed prefix, else blend {cfg.blend})",
         "blend": f"blend ({cfg.blend})",
     }.get(cfg.join, cfg.join)
+    if cfg.join in ("auto", "inpaint"):
+        join += f", inpaint sends the {prefix}"
     log.info(
         "ready: task %s at %g Hz, schedule %s, join %s, policy %s x%d (timeout %.1f s), "
         "episodes %s of %.0f s",
